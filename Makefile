@@ -1,0 +1,49 @@
+# metallb-rs: every command CI runs is a target here (`.ci/run` calls `make test`).
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: all test deps harness lint unit demo bench fuzz clean
+
+all: test
+
+## System packages the suites need (Debian), installed only when missing.
+deps:
+	@missing=""; \
+	for p in openssl:openssl ip:iproute2; do \
+	  command -v $${p%%:*} >/dev/null 2>&1 || missing="$$missing $${p##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "== installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+## The real control plane (kube-apiserver, etcd, kubectl), built from Go modules and cached.
+harness: deps
+	@if [ -x tests/harness/build.sh ]; then tests/harness/build.sh; fi
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --locked
+
+## The whole suite: formatting, lints, unit, corpus, golden and real-apiserver tests.
+test: harness lint unit
+
+## The main job: show what metallb-rs does, end to end.
+demo: deps
+	tests/demo.sh
+
+## Benchmarks (results go to BENCHMARKS.md by hand, with the command).
+bench:
+	$(CARGO) bench --bench config_parse
+
+## Fuzz the legacy-config parser (needs cargo-fuzz; stable toolchain, no sanitizer).
+FUZZ_SECONDS ?= 600
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && $(CARGO) fuzz run -s none config_parse -- -max_total_time=$(FUZZ_SECONDS)
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,1 @@
+//! metallb.io CRD specs → typed Config. Pure.

@@ -1,0 +1,1 @@
+//! Kubernetes glue (the only place kube is imported).

@@ -1,0 +1,8 @@
+//! metallb-rs: a drop-in replacement for MetalLB 0.9–0.12, configured by the legacy `config`
+//! ConfigMap, with live reload.
+//!
+//! Pure cores (no I/O): [`config`], [`migrate`]. [`k8s`] holds the Kubernetes types and glue.
+
+pub mod config;
+pub mod k8s;
+pub mod migrate;

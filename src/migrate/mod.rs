@@ -1,0 +1,1 @@
+//! Legacy config → metallb.io CRD objects. Pure.
