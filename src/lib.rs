@@ -3,7 +3,9 @@
 //!
 //! Pure cores (no I/O): [`config`], [`migrate`]. [`k8s`] holds the Kubernetes types and glue.
 
+pub mod cli;
 pub mod config;
 pub mod k8s;
+pub mod metrics;
 pub mod migrate;
 pub mod reload;

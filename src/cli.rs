@@ -1,0 +1,115 @@
+//! Command-line pieces shared by the binaries, matching MetalLB 0.9–0.12 flags and env vars.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// MetalLB's `--log-level` values (0.11+): `all, debug, info, warn, error, none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogLevel {
+    /// Everything (maps to trace).
+    All,
+    /// Debug.
+    Debug,
+    /// Info (default).
+    #[default]
+    Info,
+    /// Warnings and errors.
+    Warn,
+    /// Errors only.
+    Error,
+    /// Nothing.
+    None,
+}
+
+impl LogLevel {
+    /// The tracing `EnvFilter` directive for this level.
+    pub fn directive(self) -> &'static str {
+        match self {
+            LogLevel::All => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+            LogLevel::None => "off",
+        }
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "all" => LogLevel::All,
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            "none" => LogLevel::None,
+            _ => {
+                return Err(format!(
+                    "invalid log level {s:?}: expected one of all, debug, info, warn, error, none"
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::All => "all",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+            LogLevel::None => "none",
+        })
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Plain,
+    /// One JSON object per line (MetalLB logs JSON).
+    Json,
+}
+
+/// Install the global tracing subscriber. `RUST_LOG`, when set, overrides `level`.
+pub fn init_tracing(level: LogLevel, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.directive()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Plain => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_metallb_level() {
+        for (s, d) in [
+            ("all", "trace"),
+            ("debug", "debug"),
+            ("info", "info"),
+            ("warn", "warn"),
+            ("error", "error"),
+            ("none", "off"),
+        ] {
+            let l: LogLevel = s.parse().unwrap();
+            assert_eq!(l.directive(), d);
+            assert_eq!(l.to_string(), s);
+        }
+        assert!("verbose".parse::<LogLevel>().is_err());
+    }
+}

@@ -1,0 +1,187 @@
+//! Prometheus metrics with MetalLB 0.9–0.12's exact names and labels (spec §9), so existing
+//! dashboards and the Helm chart's alerts keep working. Uses the `prometheus` crate, which
+//! keeps counter names as given (no `_total` appended).
+
+use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Metric names, byte for byte as MetalLB exposes them.
+pub mod names {
+    /// Work items processed.
+    pub const UPDATES_TOTAL: &str = "metallb_k8s_client_updates_total";
+    /// Work items that failed and were retried.
+    pub const UPDATE_ERRORS_TOTAL: &str = "metallb_k8s_client_update_errors_total";
+    /// 1 once a config was loaded.
+    pub const CONFIG_LOADED: &str = "metallb_k8s_client_config_loaded_bool";
+    /// 1 while the latest config was rejected.
+    pub const CONFIG_STALE: &str = "metallb_k8s_client_config_stale_bool";
+    /// Usable addresses per pool.
+    pub const ADDRESSES_TOTAL: &str = "metallb_allocator_addresses_total";
+    /// Addresses in use per pool.
+    pub const ADDRESSES_IN_USE: &str = "metallb_allocator_addresses_in_use_total";
+    /// Registered by MetalLB but never set; kept for name parity.
+    pub const SERVICES_ALLOCATED: &str = "metallb_allocator_services_allocated_total";
+    /// metallb-rs addition: the sha256 of the config in force (label `sha256`), value 1.
+    pub const CONFIG_INFO: &str = "metallb_rs_config_info";
+}
+
+/// The metrics both binaries export about the Kubernetes client and the config.
+#[derive(Clone)]
+pub struct ClientMetrics {
+    /// `metallb_k8s_client_updates_total`.
+    pub updates: IntCounter,
+    /// `metallb_k8s_client_update_errors_total`.
+    pub update_errors: IntCounter,
+    /// `metallb_k8s_client_config_loaded_bool`.
+    pub config_loaded: IntGauge,
+    /// `metallb_k8s_client_config_stale_bool`.
+    pub config_stale: IntGauge,
+    /// `metallb_rs_config_info{sha256}`.
+    pub config_info: IntGaugeVec,
+}
+
+/// The controller's allocator gauges.
+#[derive(Clone)]
+pub struct AllocatorMetrics {
+    /// `metallb_allocator_addresses_total{pool}`.
+    pub addresses_total: IntGaugeVec,
+    /// `metallb_allocator_addresses_in_use_total{pool}`.
+    pub addresses_in_use: IntGaugeVec,
+    /// `metallb_allocator_services_allocated_total{pool}`.
+    pub services_allocated: IntGaugeVec,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Registration only fails for invalid or duplicate names, which are constants here.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("metric definition error (a bug): {e}"),
+    }
+}
+
+impl ClientMetrics {
+    /// Create and register.
+    pub fn register(reg: &Registry) -> Self {
+        let updates = must(IntCounter::new(
+            names::UPDATES_TOTAL,
+            "Number of k8s object updates that have been processed.",
+        ));
+        let update_errors = must(IntCounter::new(
+            names::UPDATE_ERRORS_TOTAL,
+            "Number of k8s object updates that failed for some reason.",
+        ));
+        let config_loaded = must(IntGauge::new(
+            names::CONFIG_LOADED,
+            "1 if the MetalLB configuration was successfully loaded at least once.",
+        ));
+        let config_stale = must(IntGauge::new(
+            names::CONFIG_STALE,
+            "1 if running on a stale configuration, because the latest config failed to load.",
+        ));
+        let config_info = must(IntGaugeVec::new(
+            Opts::new(
+                names::CONFIG_INFO,
+                "The configuration in force, by sha256 of its payload.",
+            ),
+            &["sha256"],
+        ));
+        for c in [&updates, &update_errors] {
+            must(reg.register(Box::new(c.clone())));
+        }
+        for g in [&config_loaded, &config_stale] {
+            must(reg.register(Box::new(g.clone())));
+        }
+        must(reg.register(Box::new(config_info.clone())));
+        ClientMetrics {
+            updates,
+            update_errors,
+            config_loaded,
+            config_stale,
+            config_info,
+        }
+    }
+
+    /// Publish the reload state.
+    pub fn set_config(&self, loaded: bool, stale: bool, sha256: Option<&str>) {
+        self.config_loaded.set(i64::from(loaded));
+        self.config_stale.set(i64::from(stale));
+        self.config_info.reset();
+        if let Some(h) = sha256 {
+            self.config_info.with_label_values(&[h]).set(1);
+        }
+    }
+}
+
+impl AllocatorMetrics {
+    /// Create and register.
+    pub fn register(reg: &Registry) -> Self {
+        let vec = |name: &str, help: &str| must(IntGaugeVec::new(Opts::new(name, help), &["pool"]));
+        let m = AllocatorMetrics {
+            addresses_total: vec(
+                names::ADDRESSES_TOTAL,
+                "Number of usable IP addresses, per pool",
+            ),
+            addresses_in_use: vec(
+                names::ADDRESSES_IN_USE,
+                "Number of IP addresses in use, per pool",
+            ),
+            services_allocated: vec(
+                names::SERVICES_ALLOCATED,
+                "Number of services allocated, per pool",
+            ),
+        };
+        for g in [
+            &m.addresses_total,
+            &m.addresses_in_use,
+            &m.services_allocated,
+        ] {
+            must(reg.register(Box::new(g.clone())));
+        }
+        m
+    }
+}
+
+/// Render a registry in the Prometheus text format.
+pub fn render(reg: &Registry) -> String {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&reg.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name MetalLB's controller exposes (spec §9), byte for byte.
+    #[test]
+    fn controller_metric_names_match_metallb() {
+        let reg = Registry::new();
+        let c = ClientMetrics::register(&reg);
+        let a = AllocatorMetrics::register(&reg);
+        c.updates.inc();
+        c.set_config(true, false, Some("abc"));
+        for v in [
+            &a.addresses_total,
+            &a.addresses_in_use,
+            &a.services_allocated,
+        ] {
+            v.with_label_values(&["default"]).set(0);
+        }
+        let text = render(&reg);
+        for name in [
+            "metallb_k8s_client_updates_total",
+            "metallb_k8s_client_update_errors_total",
+            "metallb_k8s_client_config_loaded_bool",
+            "metallb_k8s_client_config_stale_bool",
+            "metallb_allocator_addresses_total{pool=\"default\"}",
+            "metallb_allocator_addresses_in_use_total{pool=\"default\"}",
+            "metallb_allocator_services_allocated_total{pool=\"default\"}",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(name)),
+                "{name} missing in\n{text}"
+            );
+        }
+        assert!(text.contains("metallb_k8s_client_updates_total 1"));
+        assert!(text.contains("metallb_rs_config_info{sha256=\"abc\"} 1"));
+    }
+}
