@@ -9,24 +9,27 @@ all: test
 ## System packages the suites need (Debian), installed only when missing.
 deps:
 	@missing=""; \
-	for p in openssl:openssl ip:iproute2; do \
+	for p in openssl:openssl ip:iproute2 flock:util-linux; do \
 	  command -v $${p%%:*} >/dev/null 2>&1 || missing="$$missing $${p##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "== installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+	@command -v go >/dev/null || { echo "go >= 1.24 is required to build the test control plane (tests/harness/build.sh)"; exit 1; }
 
 ## The real control plane (kube-apiserver, etcd, kubectl), built from Go modules and cached.
 harness: deps
-	@if [ -x tests/harness/build.sh ]; then tests/harness/build.sh; fi
+	@tests/harness/build.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
+## Unit, corpus, golden and real-apiserver tests; `--include-ignored` also runs the tests that
+## need root and network namespaces (CI runs as root).
 unit:
-	$(CARGO) test --locked
+	$(CARGO) test --locked -- --include-ignored
 
 ## The whole suite: formatting, lints, unit, corpus, golden and real-apiserver tests.
 test: harness lint unit
@@ -38,6 +41,8 @@ demo: deps
 ## Benchmarks (results go to BENCHMARKS.md by hand, with the command).
 bench:
 	$(CARGO) bench --bench config_parse
+	$(CARGO) bench --bench allocator
+	$(CARGO) bench --bench controller
 
 ## Fuzz the legacy-config parser (needs cargo-fuzz; stable toolchain, no sanitizer).
 FUZZ_SECONDS ?= 600

@@ -3,8 +3,11 @@
 //!
 //! Pure cores (no I/O): [`config`], [`migrate`]. [`k8s`] holds the Kubernetes types and glue.
 
+pub mod allocator;
 pub mod cli;
 pub mod config;
+pub mod controller;
+pub mod http;
 pub mod k8s;
 pub mod metrics;
 pub mod migrate;

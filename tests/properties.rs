@@ -16,14 +16,25 @@ fn check_cover(lo: u128, hi: u128, nets: &[IpNet]) -> Result<(), TestCaseError> 
     let mut next = lo;
     for (i, n) in nets.iter().enumerate() {
         let (a, b) = bounds(n);
-        prop_assert_eq!(a, next, "block {} does not start where the previous ended", n);
+        prop_assert_eq!(
+            a,
+            next,
+            "block {} does not start where the previous ended",
+            n
+        );
         prop_assert_eq!(n.network(), n.addr(), "block {} is not aligned", n);
         // Minimal: two neighbours never merge into one aligned block of twice the size.
         if let Some(m) = nets.get(i + 1) {
             let same_len = m.prefix_len() == n.prefix_len();
             let merged_aligned = n.prefix_len() > 0
-                && n.supernet().is_some_and(|s| s.contains(m) && s.network() == n.network());
-            prop_assert!(!(same_len && merged_aligned), "{} and {} should be one block", n, m);
+                && n.supernet()
+                    .is_some_and(|s| s.contains(m) && s.network() == n.network());
+            prop_assert!(
+                !(same_len && merged_aligned),
+                "{} and {} should be one block",
+                n,
+                m
+            );
         }
         next = b.wrapping_add(1);
         if b == hi {

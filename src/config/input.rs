@@ -118,9 +118,15 @@ pub fn decode_raw(text: &str) -> Result<RawConfig> {
         Ok(raw) => Ok(raw.unwrap_or_default()),
         Err(e) => {
             let err = yaml_error(&e);
+            // Retry once on the first document only (never recursively: a position at or
+            // past the end of the text must not loop).
             match single_document(text, &err) {
-                Some(first) => decode_raw(first),
-                None => Err(err),
+                Some(first) if first.len() < text.len() => {
+                    serde_saphyr::from_str_with_options::<Option<RawConfig>>(first, yaml_options())
+                        .map(Option::unwrap_or_default)
+                        .map_err(|e| yaml_error(&e))
+                }
+                _ => Err(err),
             }
         }
     }
@@ -404,6 +410,23 @@ mod tests {
             }),
             "{e}"
         );
+    }
+
+    #[test]
+    fn multi_document_inputs_never_loop() {
+        // Found by fuzzing: a multi-document error whose position does not shrink the text.
+        for text in [
+            "a: 1\n---",
+            "---\n---",
+            "--- \n--- x",
+            "peers: []\n---\n---\n",
+            "\n---\n...\n---\n",
+        ] {
+            let _ = load(text);
+            let _ = decode_raw(text);
+        }
+        assert!(decode_raw("peers: []\n---\n# only a comment\n").is_ok());
+        assert!(decode_raw("peers: []\n---\nvrf: x\n").is_err());
     }
 
     #[test]

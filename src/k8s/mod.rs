@@ -1,1 +1,8 @@
-//! Kubernetes glue (the only place kube is imported).
+//! Kubernetes glue (the only place `kube::` is imported).
+//!
+//! - [`crds`]: the metallb.io kinds as kube `CustomResource`s, wrapping the plain spec structs
+//!   of [`crate::config::crd`]; the source of `manifests/crds/`.
+
+pub mod crds;
+pub mod events;
+pub mod service;

@@ -99,13 +99,19 @@ impl Reloader {
                 // Invalid payloads cannot become valid by themselves: no retry.
                 self.pending = None;
                 self.stale = true;
-                return Reload::Rejected { sha256, why: Rejection::Invalid(e) };
+                return Reload::Rejected {
+                    sha256,
+                    why: Rejection::Invalid(e),
+                };
             }
         };
         if let Err(why) = accept(&config) {
             self.pending = Some(payload.to_string());
             self.stale = true;
-            return Reload::Rejected { sha256, why: Rejection::Stale(why) };
+            return Reload::Rejected {
+                sha256,
+                why: Rejection::Stale(why),
+            };
         }
         let config = Arc::new(config);
         self.applied = Some((sha256.clone(), config.clone()));
@@ -152,7 +158,8 @@ mod tests {
     use super::*;
 
     const A: &str = "address-pools:\n- name: a\n  protocol: layer2\n  addresses: [192.0.2.0/28]\n";
-    const B: &str = "address-pools:\n- name: b\n  protocol: layer2\n  addresses: [198.51.100.0/28]\n";
+    const B: &str =
+        "address-pools:\n- name: b\n  protocol: layer2\n  addresses: [198.51.100.0/28]\n";
 
     fn ok(_: &Config) -> Result<(), String> {
         Ok(())
@@ -173,7 +180,13 @@ mod tests {
         let mut r = Reloader::new();
         r.offer(Some(A), ok);
         let out = r.offer(Some("address-pools: [\n"), ok);
-        assert!(matches!(out, Reload::Rejected { why: Rejection::Invalid(_), .. }));
+        assert!(matches!(
+            out,
+            Reload::Rejected {
+                why: Rejection::Invalid(_),
+                ..
+            }
+        ));
         assert!(r.stale());
         assert_eq!(r.current().unwrap().pools[0].name, "a");
         assert!(!r.has_pending(), "an invalid payload is not retried");
@@ -184,7 +197,13 @@ mod tests {
         let mut r = Reloader::new();
         r.offer(Some(A), ok);
         let out = r.offer(Some(B), |_| Err("service \"ns/x\" holds 192.0.2.1".into()));
-        assert!(matches!(out, Reload::Rejected { why: Rejection::Stale(_), .. }));
+        assert!(matches!(
+            out,
+            Reload::Rejected {
+                why: Rejection::Stale(_),
+                ..
+            }
+        ));
         assert!(r.has_pending() && r.stale());
         assert_eq!(r.current().unwrap().pools[0].name, "a");
         let again = r.retry(ok).unwrap();

@@ -1,0 +1,699 @@
+//! The controller: allocates IPs to `type: LoadBalancer` Services from the legacy config's
+//! pools, as MetalLB 0.12 does, and applies ConfigMap edits live.
+//!
+//! ```text
+//!  ConfigMap (API watch) or --config-file (notify) ──┐
+//!                                                     ▼
+//!  Services (watch, all namespaces) ──► Input channel ──► one loop owns everything:
+//!                                                     reload::Reloader (pure, hash-gated)
+//!                                                     allocator::Allocator (pure)
+//!                                                     k8s::service (pure) ─► status PUT, Events
+//! ```
+//!
+//! One task owns the allocator and is the only writer to the apiserver, so there is no lock
+//! and no write race inside a process. Across processes, a Lease (when RBAC allows it, see
+//! [`lease`]) makes sure only one controller writes.
+//!
+//! Restart safety: nothing is allocated until the Service list is complete; then Services that
+//! already have an IP in their status are re-asserted first, oldest first, and only then are
+//! new IPs handed out, so a restart never moves or duplicates an IP.
+//!
+//! RBAC: works under MetalLB 0.9.6's and 0.12.1's controller roles (services list/watch,
+//! `services/status` update, core/v1 events, configmaps get/list/watch in its namespace).
+//! Status is written with PUT (`update`), not PATCH, because those roles grant only `update`.
+
+pub mod lease;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
+use kube::api::{Api, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event as WEvent};
+use kube::{Client, ResourceExt};
+use prometheus::Registry;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::allocator::{Allocator, Family, quote_ips};
+use crate::cli::{LogFormat, LogLevel};
+use crate::k8s::events::{Kind, Recorder, reference};
+use crate::k8s::service::{self as svcs, Desired};
+use crate::metrics::{AllocatorMetrics, ClientMetrics};
+use crate::reload::{Reload, Reloader};
+
+/// Field manager / Event source of our writes.
+pub const FIELD_MANAGER: &str = "metallb-rs-controller";
+
+/// Controller flags: every flag and env var of MetalLB 0.9–0.12's controller, plus ours.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "controller",
+    version,
+    about = "metallb-rs controller: IP allocation for LoadBalancer Services"
+)]
+pub struct Args {
+    /// Port for /metrics, /healthz and /readyz.
+    #[arg(long, default_value_t = 7472)]
+    pub port: u16,
+    /// Name of the MetalLB ConfigMap.
+    #[arg(long, default_value = "config")]
+    pub config: String,
+    /// Namespace of the ConfigMap (default: the pod's namespace, else metallb-system).
+    #[arg(long, env = "METALLB_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Path to a kubeconfig (default: in-cluster, then ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Name of the memberlist Secret to create when absent (0.10+).
+    #[arg(long = "ml-secret-name", env = "METALLB_ML_SECRET_NAME")]
+    pub ml_secret_name: Option<String>,
+    /// Name of the controller Deployment (0.10+; accepted, used as the Lease name).
+    #[arg(long, env = "METALLB_DEPLOYMENT")]
+    pub deployment: Option<String>,
+    /// Log level: all, debug, info, warn, error, none.
+    #[arg(long = "log-level", default_value = "info")]
+    pub log_level: LogLevel,
+    /// Log format.
+    #[arg(long = "log-format", value_enum, default_value = "plain")]
+    pub log_format: LogFormat,
+    /// Accepted for compatibility (the controller does not read endpoints).
+    #[arg(long = "disable-epslices", default_value_t = false)]
+    pub disable_epslices: bool,
+    /// Accepted for compatibility (no pprof in a Rust binary).
+    #[arg(long = "enable-pprof", default_value_t = false)]
+    pub enable_pprof: bool,
+    /// Read the legacy config from this file (a mounted ConfigMap key) instead of the API.
+    #[arg(long = "config-file")]
+    pub config_file: Option<PathBuf>,
+    /// Handle only Services of this loadBalancerClass (empty: only Services without a class).
+    #[arg(long = "lb-class", default_value = "")]
+    pub lb_class: String,
+    /// Do not try to take the controller Lease (run alone, as MetalLB does).
+    #[arg(long = "disable-leader-election", default_value_t = false)]
+    pub disable_leader_election: bool,
+}
+
+/// What the loop reacts to.
+#[derive(Debug)]
+enum Input {
+    /// The config payload (`None`: the ConfigMap or file does not exist), with the object to
+    /// attach Events to.
+    Config(Option<String>, Option<ObjectReference>),
+    /// A Service watch event.
+    Service(Box<WEvent<Service>>),
+}
+
+/// The namespace the controller runs in.
+fn namespace(flag: Option<String>) -> String {
+    flag.filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "metallb-system".into())
+}
+
+/// A client from `--kubeconfig` or the environment.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
+    match kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("reading kubeconfig {}", p.display()))?;
+            let cfg = kube::Config::from_custom_kubeconfig(
+                kc,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await?;
+            Ok(Client::try_from(cfg)?)
+        }
+        None => Ok(Client::try_default().await?),
+    }
+}
+
+impl Args {
+    /// Run the controller until it fails or loses its Lease.
+    pub async fn run(self) -> anyhow::Result<()> {
+        crate::cli::init_tracing(self.log_level, self.log_format);
+        let ns = namespace(self.namespace.clone());
+        let client = client(self.kubeconfig.as_deref()).await?;
+        info!(namespace = %ns, config = %self.config, version = env!("CARGO_PKG_VERSION"), "Starting metallb-rs controller");
+        if self.enable_pprof {
+            info!("--enable-pprof is accepted for compatibility; there is no pprof endpoint");
+        }
+
+        let registry = Registry::new();
+        let client_metrics = ClientMetrics::register(&registry);
+        let alloc_metrics = AllocatorMetrics::register(&registry);
+        let ready = Arc::new(AtomicBool::new(false));
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], self.port)))
+            .await
+            .with_context(|| format!("binding the metrics port {}", self.port))?;
+        tokio::spawn(crate::http::serve(
+            listener,
+            registry.clone(),
+            ready.clone(),
+        ));
+
+        if let Some(name) = &self.ml_secret_name {
+            ensure_memberlist_secret(&client, &ns, name).await;
+        }
+        if !self.disable_leader_election {
+            let name = self
+                .deployment
+                .clone()
+                .unwrap_or_else(|| "controller".into());
+            lease::acquire(client.clone(), &ns, &format!("metallb-rs-{name}")).await;
+        }
+
+        let (tx, rx) = mpsc::channel(1024);
+        match &self.config_file {
+            Some(path) => {
+                tokio::spawn(watch_file(path.clone(), tx.clone()));
+            }
+            None => {
+                tokio::spawn(watch_configmap(
+                    client.clone(),
+                    ns.clone(),
+                    self.config.clone(),
+                    tx.clone(),
+                ));
+            }
+        }
+        tokio::spawn(watch_services(client.clone(), tx));
+
+        let recorder = Recorder::new(client.clone(), "metallb-controller", None);
+        let mut state = State {
+            client,
+            recorder,
+            lb_class: self.lb_class.clone(),
+            alloc: Allocator::new(),
+            reload: Reloader::new(),
+            services: BTreeMap::new(),
+            synced: false,
+            config_ref: None,
+            released: false,
+            client_metrics,
+            alloc_metrics,
+            ready,
+        };
+        state.run(rx).await
+    }
+}
+
+/// Create the memberlist Secret when absent (MetalLB 0.10+ does this for the speakers).
+async fn ensure_memberlist_secret(client: &Client, ns: &str, name: &str) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(Some(_)) => {}
+        Ok(None) | Err(_) => {
+            let key = match random_hex(64) {
+                Ok(k) => k,
+                Err(e) => {
+                    warn!(error = %e, "Cannot read randomness for the memberlist key");
+                    return;
+                }
+            };
+            let secret = Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.into()),
+                    namespace: Some(ns.into()),
+                    ..Default::default()
+                },
+                string_data: Some(BTreeMap::from([("secretkey".to_string(), key)])),
+                ..Default::default()
+            };
+            match api.create(&PostParams::default(), &secret).await {
+                Ok(_) => info!(secret = name, "Created the memberlist Secret"),
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => {
+                    warn!(secret = name, error = %e, "Cannot create the memberlist Secret; speakers need it")
+                }
+            }
+        }
+    }
+}
+
+/// `n` random bytes from the OS, hex-encoded.
+fn random_hex(n: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+async fn watch_configmap(client: Client, ns: String, name: String, tx: mpsc::Sender<Input>) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &ns);
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut seen_in_init = false;
+    while let Some(ev) = stream.next().await {
+        let input = match ev {
+            Ok(WEvent::Init) => {
+                seen_in_init = false;
+                continue;
+            }
+            Ok(WEvent::InitApply(cm) | WEvent::Apply(cm)) => {
+                seen_in_init = true;
+                let payload = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("config"))
+                    .cloned()
+                    .unwrap_or_default();
+                Input::Config(Some(payload), Some(reference(&cm)))
+            }
+            Ok(WEvent::InitDone) if !seen_in_init => Input::Config(None, None),
+            Ok(WEvent::InitDone) => continue,
+            Ok(WEvent::Delete(cm)) => Input::Config(None, Some(reference(&cm))),
+            Err(e) => {
+                warn!(error = %e, "ConfigMap watch failed; retrying");
+                continue;
+            }
+        };
+        if tx.send(input).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Watch a mounted config file. Kubelet swaps the ConfigMap volume's `..data` symlink
+/// atomically, so we watch the directory and re-read the file on any change; the reloader's
+/// hash gate drops repeats.
+async fn watch_file(path: PathBuf, tx: mpsc::Sender<Input>) {
+    use notify::{RecursiveMode, Watcher};
+    let read = |p: &PathBuf| std::fs::read_to_string(p).ok();
+    let (ntx, mut nrx) = mpsc::channel::<()>(16);
+    let dir = path
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let _ = ntx.try_send(());
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            warn!(error = %e, "Cannot watch the config file; polling it every 2s");
+            loop {
+                if tx.send(Input::Config(read(&path), None)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        warn!(error = %e, dir = %dir.display(), "Cannot watch the config directory");
+    }
+    if tx.send(Input::Config(read(&path), None)).await.is_err() {
+        return;
+    }
+    loop {
+        // Fall back to a slow poll in case an event is missed.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), nrx.recv()).await;
+        if tx.send(Input::Config(read(&path), None)).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn watch_services(client: Client, tx: mpsc::Sender<Input>) {
+    let api: Api<Service> = Api::all(client);
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(ev) => {
+                if tx.send(Input::Service(Box::new(ev))).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => warn!(error = %e, "Service watch failed; retrying"),
+        }
+    }
+}
+
+struct State {
+    client: Client,
+    recorder: Recorder,
+    lb_class: String,
+    alloc: Allocator,
+    reload: Reloader,
+    services: BTreeMap<String, Service>,
+    synced: bool,
+    config_ref: Option<ObjectReference>,
+    /// Set when IPs were released: waiting Services and a stale config get another try.
+    released: bool,
+    client_metrics: ClientMetrics,
+    alloc_metrics: AllocatorMetrics,
+    ready: Arc<AtomicBool>,
+}
+
+impl State {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Input>) -> anyhow::Result<()> {
+        let mut init: BTreeMap<String, Service> = BTreeMap::new();
+        while let Some(input) = rx.recv().await {
+            self.client_metrics.updates.inc();
+            match input {
+                Input::Config(payload, obj) => {
+                    if obj.is_some() {
+                        self.config_ref = obj;
+                    }
+                    self.offer_config(payload.as_deref()).await;
+                }
+                Input::Service(ev) => match *ev {
+                    WEvent::Init => init.clear(),
+                    WEvent::InitApply(s) => {
+                        init.insert(svcs::key(&s), s);
+                    }
+                    WEvent::InitDone => {
+                        // A (re)list completed: it is the truth. Forget what vanished meanwhile.
+                        let gone: Vec<String> = self
+                            .services
+                            .keys()
+                            .filter(|k| !init.contains_key(*k))
+                            .cloned()
+                            .collect();
+                        self.services = std::mem::take(&mut init);
+                        for k in gone {
+                            self.alloc.unassign(&k);
+                        }
+                        self.synced = true;
+                        self.converge_all().await;
+                    }
+                    WEvent::Apply(s) => {
+                        let k = svcs::key(&s);
+                        self.services.insert(k.clone(), s);
+                        if self.synced {
+                            self.converge(&k).await;
+                        }
+                    }
+                    WEvent::Delete(s) => {
+                        let k = svcs::key(&s);
+                        self.services.remove(&k);
+                        if self.alloc.unassign(&k) {
+                            debug!(service = %k, "Released the IPs of a deleted Service");
+                            self.released = true;
+                        }
+                    }
+                },
+            }
+            if std::mem::take(&mut self.released) {
+                self.after_release().await;
+            }
+            self.publish_metrics();
+        }
+        anyhow::bail!("all watches ended")
+    }
+
+    /// Something freed IPs: a stale config may now fit, and waiting Services may get an IP.
+    async fn after_release(&mut self) {
+        if self.reload.has_pending() {
+            let alloc = &self.alloc;
+            if let Some(outcome) = self
+                .reload
+                .retry(|c| alloc.can_accept(c).map_err(|e| e.to_string()))
+            {
+                self.handle_reload(outcome).await;
+                return;
+            }
+        }
+        let waiting: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(k, _)| self.alloc.ips_of(k).is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in waiting {
+            self.converge(&k).await;
+        }
+    }
+
+    async fn offer_config(&mut self, payload: Option<&str>) {
+        let alloc = &self.alloc;
+        let outcome = self
+            .reload
+            .offer(payload, |c| alloc.can_accept(c).map_err(|e| e.to_string()));
+        self.handle_reload(outcome).await;
+    }
+
+    async fn handle_reload(&mut self, outcome: Reload) {
+        match outcome {
+            Reload::Unchanged => {}
+            Reload::Applied { sha256, config } => {
+                if let Err(e) = self.alloc.set_pools(&config) {
+                    // Cannot happen: the reloader asked can_accept in the same task.
+                    warn!(error = %e, "Config accepted by the check but refused by the allocator");
+                    return;
+                }
+                info!(sha256 = %sha256, pools = config.pools.len(), peers = config.peers.len(), "Config loaded");
+                if let Some(r) = self.config_ref.clone() {
+                    let msg = format!(
+                        "config {} applied: {} pools, {} peers",
+                        &sha256[..12.min(sha256.len())],
+                        config.pools.len(),
+                        config.peers.len()
+                    );
+                    self.recorder
+                        .publish(&r, Kind::Normal, "ConfigLoaded", &msg)
+                        .await;
+                }
+                if self.synced {
+                    self.converge_all().await;
+                }
+            }
+            Reload::Rejected { sha256, why } => {
+                self.client_metrics.update_errors.inc();
+                warn!(sha256 = %sha256, reason = why.reason(), error = %why, "Config rejected; keeping the previous one");
+                if let Some(r) = self.config_ref.clone() {
+                    let msg = format!(
+                        "config {} rejected, the previous config stays in force: {why}",
+                        &sha256[..12.min(sha256.len())]
+                    );
+                    self.recorder
+                        .publish(&r, Kind::Warning, why.reason(), &msg)
+                        .await;
+                }
+            }
+            Reload::Missing => {
+                if self.reload.loaded() {
+                    warn!("The config is gone; keeping the last good one (nothing is released)");
+                } else {
+                    warn!("No config yet: MetalLB will not allocate until the ConfigMap exists");
+                }
+            }
+        }
+        self.ready
+            .store(self.synced && self.reload.loaded(), Ordering::Relaxed);
+    }
+
+    /// Converge every Service: those holding an IP first, oldest first, then the rest.
+    async fn converge_all(&mut self) {
+        let mut keys: Vec<(bool, Option<k8s_openapi::jiff::Timestamp>, String)> = self
+            .services
+            .iter()
+            .map(|(k, s)| {
+                (
+                    !svcs::has_status(s),
+                    s.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    k.clone(),
+                )
+            })
+            .collect();
+        keys.sort();
+        for (_, _, k) in keys {
+            self.converge(&k).await;
+        }
+        self.ready
+            .store(self.synced && self.reload.loaded(), Ordering::Relaxed);
+    }
+
+    /// MetalLB's per-Service convergence (spec §5.1).
+    async fn converge(&mut self, key: &str) {
+        let Some(svc) = self.services.get(key).cloned() else {
+            return;
+        };
+        if self.reload.current().is_none() {
+            debug!(service = %key, "Not processing, still waiting for config");
+            return;
+        }
+        let current = svcs::status_ips(&svc);
+        let req = match svcs::desired(&svc, &self.lb_class) {
+            Desired::NotOurs(why) => {
+                let owned = self.alloc.unassign(key);
+                let not_lb =
+                    svc.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer");
+                if owned || (not_lb && svcs::has_status(&svc)) {
+                    debug!(service = %key, why, "Clearing the status of a Service that is not ours");
+                    self.write_status(&svc, &[]).await;
+                }
+                self.released |= owned;
+                return;
+            }
+            Desired::NoClusterIp(why) => {
+                if self.alloc.unassign(key) || svcs::has_status(&svc) {
+                    self.write_status(&svc, &[]).await;
+                }
+                debug!(service = %key, why, "No cluster IP");
+                return;
+            }
+            Desired::Invalid(msg) => {
+                self.event(
+                    &svc,
+                    Kind::Warning,
+                    "LoadBalancerFailed",
+                    &format!("invalid requested loadbalancer IPs: {msg}"),
+                )
+                .await;
+                return;
+            }
+            Desired::Allocate(req) => req,
+        };
+
+        let mut keep: Option<Vec<IpAddr>> = None;
+        if !current.is_empty() {
+            let fits_family = Family::of_ips(&current).ok() == Some(req.family);
+            let clear_reason = if !fits_family {
+                Some("the IP family changed".to_string())
+            } else {
+                match self.alloc.assign(key, &current, &req) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(()) => {
+                        let pool = self.alloc.pool_of(current[0]).map(str::to_string);
+                        if req.pool.is_some() && pool != req.pool {
+                            Some("a different pool was requested".into())
+                        } else if !req.ips.is_empty() && sorted(&req.ips) != sorted(&current) {
+                            Some("a different IP was requested".into())
+                        } else {
+                            None
+                        }
+                    }
+                }
+            };
+            match clear_reason {
+                None => keep = Some(current.clone()),
+                Some(why) => {
+                    self.alloc.unassign(key);
+                    info!(service = %key, ips = %quote_ips(&current), why = %why, "Current IP not allowed by config, clearing");
+                    self.event(&svc, Kind::Normal, "ClearAssignment", &format!("current IP for {key:?} not allowed by config, will attempt for new IP assignment: {why}")).await;
+                }
+            }
+        }
+        let ips = match keep {
+            Some(ips) => ips,
+            None if !self.synced => return,
+            None => {
+                // Requested IPs, else the requested pool, else auto-assign pools in config order.
+                match self.alloc.allocate(key, &req) {
+                    Ok(ips) => {
+                        info!(service = %key, ips = %quote_ips(&ips), "IP allocated");
+                        self.event(
+                            &svc,
+                            Kind::Normal,
+                            "IPAllocated",
+                            &format!("Assigned IP {}", quote_ips(&ips)),
+                        )
+                        .await;
+                        ips
+                    }
+                    Err(e) => {
+                        if svcs::status_ips(&svc).is_empty() {
+                            // Avoid repeating the same Event on every resync of a waiting Service.
+                            debug!(service = %key, error = %e, "Allocation failed");
+                        }
+                        self.event(
+                            &svc,
+                            Kind::Warning,
+                            e.reason(),
+                            &format!("Failed to allocate IP for {key:?}: {e}"),
+                        )
+                        .await;
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        if svcs::status_ips(&svc) != ips || (ips.is_empty() && svcs::has_status(&svc)) {
+            self.write_status(&svc, &ips).await;
+        }
+    }
+
+    async fn event(&self, svc: &Service, kind: Kind, reason: &str, msg: &str) {
+        self.recorder
+            .publish(&reference(svc), kind, reason, msg)
+            .await;
+    }
+
+    /// PUT the status subresource (RBAC grants `update`, not `patch`). On a conflict, read
+    /// the Service again and retry once.
+    async fn write_status(&mut self, svc: &Service, ips: &[IpAddr]) {
+        let ns = svc.namespace().unwrap_or_default();
+        let name = svc.name_any();
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &ns);
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        let mut target = svcs::with_status(svc, ips);
+        for attempt in 0..3 {
+            match api.replace_status(&name, &pp, &target).await {
+                Ok(updated) => {
+                    self.services.insert(svcs::key(&updated), updated);
+                    return;
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 && attempt < 2 => {
+                    match api.get(&name).await {
+                        Ok(fresh) => target = svcs::with_status(&fresh, ips),
+                        Err(_) => return,
+                    }
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => return,
+                Err(e) => {
+                    self.client_metrics.update_errors.inc();
+                    warn!(service = %format!("{ns}/{name}"), error = %e, "Cannot write the Service status");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn publish_metrics(&self) {
+        self.client_metrics.set_config(
+            self.reload.loaded(),
+            self.reload.stale(),
+            self.reload.current_sha256(),
+        );
+        self.alloc_metrics.addresses_total.reset();
+        self.alloc_metrics.addresses_in_use.reset();
+        self.alloc_metrics.services_allocated.reset();
+        for s in self.alloc.stats() {
+            let l = [s.name.as_str()];
+            self.alloc_metrics
+                .addresses_total
+                .with_label_values(&l)
+                .set(s.addresses_total);
+            self.alloc_metrics
+                .addresses_in_use
+                .with_label_values(&l)
+                .set(i64::try_from(s.addresses_in_use).unwrap_or(i64::MAX));
+            self.alloc_metrics
+                .services_allocated
+                .with_label_values(&l)
+                .set(0);
+        }
+    }
+}
+
+fn sorted(ips: &[IpAddr]) -> BTreeSet<IpAddr> {
+    ips.iter().copied().collect()
+}

@@ -1,0 +1,646 @@
+//! The controller binary against a real kube-apiserver + etcd (tests/harness), running under a
+//! ServiceAccount bound to exactly MetalLB 0.12.1's controller RBAC.
+//!
+//! Isolation: every test has its own namespace (standing in for `metallb-system`) and its own
+//! `--lb-class`, and creates only Services of that class, so controllers of parallel tests never
+//! touch each other's Services.
+
+#[path = "common/cluster.rs"]
+mod cluster;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use cluster::{Cluster, MetallbRbac};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Service, ServicePort, ServiceSpec};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Env {
+    cluster: &'static Cluster,
+    admin: Client,
+    ns: String,
+    class: String,
+    kubeconfig: PathBuf,
+}
+
+impl Env {
+    async fn new(prefix: &str, rbac: MetallbRbac) -> Result<Env> {
+        let cluster = Cluster::shared()?;
+        let admin = cluster.client().await?;
+        let ns = cluster.fresh_namespace(&admin, prefix).await?;
+        cluster.install_metallb_rbac(&admin, rbac, &ns).await?;
+        let kubeconfig = cluster
+            .service_account_kubeconfig(&admin, &ns, "controller")
+            .await?;
+        let class = format!("metallb-rs.test/{ns}");
+        Ok(Env {
+            cluster,
+            admin,
+            ns,
+            class,
+            kubeconfig,
+        })
+    }
+
+    fn services(&self) -> Api<Service> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    async fn set_config(&self, payload: &str) -> Result<()> {
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("config".into()),
+                ..Default::default()
+            },
+            data: Some([("config".to_string(), payload.to_string())].into()),
+            ..Default::default()
+        };
+        Api::<ConfigMap>::namespaced(self.admin.clone(), &self.ns)
+            .patch(
+                "config",
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&cm),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn controller(&self, extra: &[&str]) -> Result<Controller> {
+        let port = free_port()?;
+        let log = self
+            .cluster
+            .dir()
+            .join(format!("controller-{}-{port}.log", self.ns));
+        let file = std::fs::File::create(&log)?;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_controller"));
+        cmd.args([
+            "--namespace",
+            &self.ns,
+            "--lb-class",
+            &self.class,
+            "--log-level",
+            "debug",
+        ])
+        .arg("--kubeconfig")
+        .arg(&self.kubeconfig)
+        .args(["--port", &port.to_string()])
+        .args(extra)
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .kill_on_drop(true);
+        let child = cmd.spawn().context("starting the controller binary")?;
+        Ok(Controller { child, port, log })
+    }
+
+    fn lb(&self, name: &str, ann: &[(&str, &str)]) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                annotations: Some(
+                    ann.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                type_: Some("LoadBalancer".into()),
+                load_balancer_class: Some(self.class.clone()),
+                allocate_load_balancer_node_ports: Some(false),
+                ports: Some(vec![ServicePort {
+                    port: 80,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+                selector: Some([("app".to_string(), name.to_string())].into()),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    async fn create(&self, svc: &Service) -> Result<()> {
+        self.services().create(&PostParams::default(), svc).await?;
+        Ok(())
+    }
+
+    async fn ips(&self, name: &str) -> Result<Vec<IpAddr>> {
+        let s = self.services().get_status(name).await?;
+        Ok(metallb_rs::k8s::service::status_ips(&s))
+    }
+
+    async fn wait_ips(&self, name: &str, n: usize) -> Result<Vec<IpAddr>> {
+        let t = Instant::now();
+        loop {
+            let ips = self.ips(name).await?;
+            if ips.len() == n {
+                return Ok(ips);
+            }
+            if t.elapsed() > WAIT {
+                bail!("service {name}: wanted {n} IPs, have {ips:?} after {WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait for an Event with `reason` about object `name` whose message contains `needle`.
+    async fn wait_event(&self, name: &str, reason: &str, needle: &str) -> Result<Event> {
+        let api: Api<Event> = Api::namespaced(self.admin.clone(), &self.ns);
+        let t = Instant::now();
+        loop {
+            let list = api.list(&ListParams::default()).await?;
+            if let Some(e) = list.items.into_iter().find(|e| {
+                e.involved_object.name.as_deref() == Some(name)
+                    && e.reason.as_deref() == Some(reason)
+                    && e.message.as_deref().is_some_and(|m| m.contains(needle))
+            }) {
+                return Ok(e);
+            }
+            if t.elapsed() > WAIT {
+                bail!("no {reason} Event for {name} containing {needle:?} within {WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+struct Controller {
+    child: tokio::process::Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Controller {
+    async fn metrics(&self) -> Result<String> {
+        let t = Instant::now();
+        loop {
+            match scrape(self.port).await {
+                Ok(s) => return Ok(s),
+                Err(e) if t.elapsed() > WAIT => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Wait until a metric line (exact series and value) is exposed.
+    async fn wait_metric(&self, line: &str) -> Result<()> {
+        let t = Instant::now();
+        loop {
+            let m = self.metrics().await?;
+            if m.lines().any(|l| l == line) {
+                return Ok(());
+            }
+            if t.elapsed() > WAIT {
+                bail!(
+                    "metric line {line:?} not exposed within {WAIT:?}:\n{m}\nlog: {}",
+                    self.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn kill(mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+async fn scrape(port: u16) -> Result<String> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .ok_or_else(|| anyhow!("bad HTTP reply"))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap_or_else(|_| panic!("bad test IP {s}"))
+}
+
+const POOL_A: &str =
+    "address-pools:\n- name: a\n  protocol: layer2\n  addresses: [203.0.113.0/30]\n";
+const POOL_AB: &str = "address-pools:\n- name: a\n  protocol: layer2\n  addresses: [203.0.113.0/30]\n- name: b\n  protocol: layer2\n  addresses: ['198.51.100.10-198.51.100.11']\n";
+const POOL_B_ONLY: &str =
+    "address-pools:\n- name: b\n  protocol: layer2\n  addresses: ['198.51.100.10-198.51.100.11']\n";
+
+/// Allocation in MetalLB order, exhaustion, then live reloads: a new pool serves a waiting
+/// Service without restart; a config stranding in-use IPs is rejected (Event, stale metric,
+/// nothing moves) and applies by itself once its blockers are deleted; invalid YAML is
+/// rejected with a located error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocates_and_reloads_live_under_0_12_rbac() -> Result<()> {
+    let env = Env::new("ctl-reload", MetallbRbac::V0_12_1).await?;
+    env.set_config(POOL_A).await?;
+    let ctl = env.controller(&[])?;
+    ctl.wait_metric("metallb_k8s_client_config_loaded_bool 1")
+        .await?;
+    ctl.wait_metric("metallb_allocator_addresses_total{pool=\"a\"} 4")
+        .await?;
+
+    // The first address of a CIDR, .0, is a normal candidate (no avoid-buggy-ips).
+    for (i, name) in ["s0", "s1", "s2", "s3"].iter().enumerate() {
+        env.create(&env.lb(name, &[])).await?;
+        assert_eq!(
+            env.wait_ips(name, 1).await?,
+            vec![ip(&format!("203.0.113.{i}"))],
+            "{name}"
+        );
+    }
+    env.wait_event("s0", "IPAllocated", "Assigned IP [\"203.0.113.0\"]")
+        .await?;
+    ctl.wait_metric("metallb_allocator_addresses_in_use_total{pool=\"a\"} 4")
+        .await?;
+
+    // Exhausted: the fifth waits, with an Event.
+    env.create(&env.lb("s4", &[])).await?;
+    env.wait_event("s4", "AllocationFailed", "no available IPs")
+        .await?;
+    assert!(env.ips("s4").await?.is_empty());
+
+    // Add a pool: the waiting Service gets an IP from it, no restart.
+    env.set_config(POOL_AB).await?;
+    assert_eq!(env.wait_ips("s4", 1).await?, vec![ip("198.51.100.10")]);
+    env.wait_event("config", "ConfigLoaded", "2 pools").await?;
+
+    // Remove pool a while s0..s3 hold its IPs: rejected, nothing moves.
+    env.set_config(POOL_B_ONLY).await?;
+    let ev = env
+        .wait_event("config", "StaleConfig", "cannot own")
+        .await?;
+    assert!(
+        ev.message.unwrap_or_default().contains("/s0"),
+        "the Event names the blocking Services"
+    );
+    ctl.wait_metric("metallb_k8s_client_config_stale_bool 1")
+        .await?;
+    for (i, name) in ["s0", "s1", "s2", "s3"].iter().enumerate() {
+        assert_eq!(env.ips(name).await?, vec![ip(&format!("203.0.113.{i}"))]);
+    }
+
+    // Delete the blockers: the pending config applies by itself.
+    for name in ["s0", "s1", "s2", "s3"] {
+        env.services()
+            .delete(name, &DeleteParams::default())
+            .await?;
+    }
+    ctl.wait_metric("metallb_k8s_client_config_stale_bool 0")
+        .await?;
+    ctl.wait_metric("metallb_allocator_addresses_in_use_total{pool=\"b\"} 1")
+        .await?;
+    assert!(
+        !ctl.metrics().await?.contains("pool=\"a\""),
+        "pool a's series are gone"
+    );
+    assert_eq!(
+        env.ips("s4").await?,
+        vec![ip("198.51.100.10")],
+        "s4 kept its IP"
+    );
+
+    // Invalid YAML: rejected with the located error; the last good config keeps serving.
+    env.set_config(
+        "address-pools:\n- name: b\n  protocol: l2\n  addresses: ['198.51.100.10-198.51.100.11']\n",
+    )
+    .await?;
+    env.wait_event("config", "InvalidConfig", "unknown protocol")
+        .await?;
+    env.create(&env.lb("s5", &[])).await?;
+    assert_eq!(env.wait_ips("s5", 1).await?, vec![ip("198.51.100.11")]);
+    ctl.kill().await
+}
+
+/// Requested IPs, pool annotations under both prefixes, sharing allowed and refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honours_requests_pools_and_sharing() -> Result<()> {
+    let env = Env::new("ctl-req", MetallbRbac::V0_9_6).await?;
+    env.set_config("address-pools:\n- name: auto\n  protocol: layer2\n  avoid-buggy-ips: true\n  addresses: [203.0.113.0/24]\n- name: manual\n  protocol: bgp\n  auto-assign: false\n  addresses: [198.51.100.0/28]\n").await?;
+    let ctl = env.controller(&[])?;
+    ctl.wait_metric("metallb_k8s_client_config_loaded_bool 1")
+        .await?;
+    // avoid-buggy-ips skips .0.
+    env.create(&env.lb("first", &[])).await?;
+    assert_eq!(env.wait_ips("first", 1).await?, vec![ip("203.0.113.1")]);
+    // auto-assign: false pools serve only explicit requests, by either annotation prefix.
+    env.create(&env.lb(
+        "old-prefix",
+        &[("metallb.universe.tf/address-pool", "manual")],
+    ))
+    .await?;
+    assert_eq!(
+        env.wait_ips("old-prefix", 1).await?,
+        vec![ip("198.51.100.0")]
+    );
+    env.create(&env.lb(
+        "new-prefix",
+        &[
+            ("metallb.universe.tf/address-pool", "auto"),
+            ("metallb.io/address-pool", "manual"),
+        ],
+    ))
+    .await?;
+    assert_eq!(
+        env.wait_ips("new-prefix", 1).await?,
+        vec![ip("198.51.100.1")]
+    );
+    // A specific IP via the annotation.
+    env.create(&env.lb(
+        "pinned",
+        &[("metallb.universe.tf/loadBalancerIPs", "203.0.113.77")],
+    ))
+    .await?;
+    assert_eq!(env.wait_ips("pinned", 1).await?, vec![ip("203.0.113.77")]);
+    // Sharing: same key, other port → same IP; a port clash is refused.
+    let mut dns_udp = env.lb(
+        "dns-udp",
+        &[
+            ("metallb.universe.tf/allow-shared-ip", "dns"),
+            ("metallb.universe.tf/loadBalancerIPs", "203.0.113.53"),
+        ],
+    );
+    if let Some(p) = dns_udp.spec.as_mut().and_then(|s| s.ports.as_mut()) {
+        p[0].protocol = Some("UDP".into());
+    }
+    env.create(&dns_udp).await?;
+    env.create(&env.lb(
+        "dns-tcp",
+        &[
+            ("metallb.universe.tf/allow-shared-ip", "dns"),
+            ("metallb.universe.tf/loadBalancerIPs", "203.0.113.53"),
+        ],
+    ))
+    .await?;
+    assert_eq!(env.wait_ips("dns-udp", 1).await?, vec![ip("203.0.113.53")]);
+    assert_eq!(env.wait_ips("dns-tcp", 1).await?, vec![ip("203.0.113.53")]);
+    env.create(&env.lb(
+        "dns-clash",
+        &[
+            ("metallb.universe.tf/allow-shared-ip", "dns"),
+            ("metallb.universe.tf/loadBalancerIPs", "203.0.113.53"),
+        ],
+    ))
+    .await?;
+    env.wait_event("dns-clash", "AllocationFailed", "").await?;
+    assert!(env.ips("dns-clash").await?.is_empty());
+    // An IP outside every pool.
+    env.create(&env.lb(
+        "outside",
+        &[("metallb.universe.tf/loadBalancerIPs", "192.0.2.1")],
+    ))
+    .await?;
+    env.wait_event("outside", "AllocationFailed", "not allowed")
+        .await?;
+    ctl.kill().await
+}
+
+/// Dual stack: one IP per family from one pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_gets_one_ip_per_family() -> Result<()> {
+    let env = Env::new("ctl-dual", MetallbRbac::V0_12_1).await?;
+    env.set_config("address-pools:\n- name: ds\n  protocol: layer2\n  addresses: [203.0.113.8/30, '2001:db8::/126']\n").await?;
+    let ctl = env.controller(&[])?;
+    let mut svc = env.lb("ds", &[]);
+    if let Some(s) = svc.spec.as_mut() {
+        s.ip_family_policy = Some("RequireDualStack".into());
+    }
+    env.create(&svc).await?;
+    let ips: BTreeSet<IpAddr> = env.wait_ips("ds", 2).await?.into_iter().collect();
+    assert_eq!(ips, BTreeSet::from([ip("203.0.113.8"), ip("2001:db8::")]));
+    ctl.kill().await
+}
+
+/// Kill the controller in the middle of a burst of Service creations and start it again:
+/// no IP changes and no IP is held twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_churn_moves_no_ip() -> Result<()> {
+    let env = Env::new("ctl-restart", MetallbRbac::V0_12_1).await?;
+    env.set_config("address-pools:\n- name: p\n  protocol: layer2\n  addresses: [203.0.113.0/24, 198.51.100.0/24]\n").await?;
+    let ctl = env.controller(&[])?;
+    ctl.wait_metric("metallb_k8s_client_config_loaded_bool 1")
+        .await?;
+    let n = 300;
+    for i in 0..n {
+        env.create(&env.lb(&format!("r{i}"), &[])).await?;
+        if i == n / 2 {
+            ctl.kill().await?;
+            break;
+        }
+    }
+    let before: Vec<(String, Vec<IpAddr>)> = snapshot(&env).await?;
+    for i in (n / 2 + 1)..n {
+        env.create(&env.lb(&format!("r{i}"), &[])).await?;
+    }
+    let ctl = env.controller(&[])?;
+    for i in 0..n {
+        env.wait_ips(&format!("r{i}"), 1).await?;
+    }
+    let after = snapshot(&env).await?;
+    for (name, ips) in &before {
+        if !ips.is_empty() {
+            let now = after
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, i)| i.clone())
+                .unwrap_or_default();
+            assert_eq!(&now, ips, "{name} moved across the restart");
+        }
+    }
+    let all: Vec<IpAddr> = after.iter().flat_map(|(_, i)| i.clone()).collect();
+    let unique: BTreeSet<IpAddr> = all.iter().copied().collect();
+    assert_eq!(all.len(), unique.len(), "an IP is held twice");
+    assert_eq!(all.len(), n);
+    ctl.kill().await
+}
+
+async fn snapshot(env: &Env) -> Result<Vec<(String, Vec<IpAddr>)>> {
+    let list = env.services().list(&ListParams::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .map(|s| {
+            (
+                s.metadata.name.clone().unwrap_or_default(),
+                metallb_rs::k8s::service::status_ips(s),
+            )
+        })
+        .collect())
+}
+
+/// `--config-file`: the config comes from a mounted file, swapped the way kubelet swaps a
+/// ConfigMap volume (`..data` symlink replaced atomically); edits apply live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mounted_file_mode_reloads_on_symlink_swap() -> Result<()> {
+    let env = Env::new("ctl-file", MetallbRbac::V0_12_1).await?;
+    let dir = env.cluster.dir().join(format!("mount-{}", env.ns));
+    let swap = |version: &str, payload: &str| -> Result<()> {
+        let ts = dir.join(format!("..{version}"));
+        std::fs::create_dir_all(&ts)?;
+        std::fs::write(ts.join("config"), payload)?;
+        let tmp = dir.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(format!("..{version}"), &tmp)?;
+        std::fs::rename(&tmp, dir.join("..data"))?;
+        Ok(())
+    };
+    std::fs::create_dir_all(&dir)?;
+    swap("v1", POOL_A)?;
+    let link = dir.join("config");
+    if !link.exists() {
+        std::os::unix::fs::symlink("..data/config", &link)?;
+    }
+    let ctl = env.controller(&["--config-file", link.to_str().unwrap_or_default()])?;
+    env.create(&env.lb("f0", &[("metallb.universe.tf/address-pool", "a")]))
+        .await?;
+    assert_eq!(env.wait_ips("f0", 1).await?, vec![ip("203.0.113.0")]);
+    swap("v2", POOL_AB)?;
+    ctl.wait_metric("metallb_allocator_addresses_total{pool=\"b\"} 2")
+        .await?;
+    env.create(&env.lb("f1", &[("metallb.universe.tf/address-pool", "b")]))
+        .await?;
+    assert_eq!(env.wait_ips("f1", 1).await?, vec![ip("198.51.100.10")]);
+    // A stranding edit is rejected: stale, nothing moves.
+    swap("v3", POOL_B_ONLY)?;
+    ctl.wait_metric("metallb_k8s_client_config_stale_bool 1")
+        .await?;
+    assert_eq!(env.ips("f0").await?, vec![ip("203.0.113.0")]);
+    ctl.kill().await
+}
+
+/// With Lease permissions (our own manifests), two controllers never both write: the second
+/// waits for the Lease, and takes over within seconds when the first dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controllers_one_writer() -> Result<()> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+    let env = Env::new("ctl-lease", MetallbRbac::V0_12_1).await?;
+    let pp = PatchParams::apply("test").force();
+    let role = Role {
+        metadata: ObjectMeta {
+            name: Some("leases".into()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["coordination.k8s.io".into()]),
+            resources: Some(vec!["leases".into()]),
+            verbs: ["get", "list", "watch", "create", "update", "patch"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ..Default::default()
+        }]),
+    };
+    Api::<Role>::namespaced(env.admin.clone(), &env.ns)
+        .patch("leases", &pp, &Patch::Apply(&role))
+        .await?;
+    let rb = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("leases".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: "leases".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "controller".into(),
+            namespace: Some(env.ns.clone()),
+            ..Default::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(env.admin.clone(), &env.ns)
+        .patch("leases", &pp, &Patch::Apply(&rb))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await; // let the authorizer see the binding
+    env.set_config(POOL_AB).await?;
+
+    let first = env.controller(&[])?;
+    let leases: Api<Lease> = Api::namespaced(env.admin.clone(), &env.ns);
+    let holder = |l: &Lease| {
+        l.spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.clone())
+            .unwrap_or_default()
+    };
+    let t = Instant::now();
+    let first_id = loop {
+        if let Some(l) = leases.get_opt("metallb-rs-controller").await? {
+            break holder(&l);
+        }
+        if t.elapsed() > WAIT {
+            bail!("no Lease taken");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let second = env.controller(&[])?;
+    env.create(&env.lb("l0", &[])).await?;
+    env.wait_ips("l0", 1).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second_log = std::fs::read_to_string(&second.log)?;
+    assert!(
+        second_log.contains("Another controller holds the Lease"),
+        "second controller log:\n{second_log}"
+    );
+    assert!(
+        !second_log.contains("IP allocated"),
+        "the follower wrote:\n{second_log}"
+    );
+    assert!(std::fs::read_to_string(&first.log)?.contains("IP allocated"));
+
+    // The leader dies: the follower takes the Lease and serves.
+    let t = Instant::now();
+    first.kill().await?;
+    loop {
+        let l = leases.get("metallb-rs-controller").await?;
+        if holder(&l) != first_id && !holder(&l).is_empty() {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("no take-over within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let takeover = t.elapsed();
+    env.create(&env.lb("l1", &[])).await?;
+    env.wait_ips("l1", 1).await?;
+    assert!(std::fs::read_to_string(&second.log)?.contains("IP allocated"));
+    eprintln!("lease take-over after the leader was killed: {takeover:?}");
+    second.kill().await
+}
+
+/// Our deploy manifest is accepted by a real apiserver (server-side dry run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_manifest_passes_server_side_dry_run() -> Result<()> {
+    let c = Cluster::shared()?;
+    let path = cluster::repo_root().join("manifests/metallb-rs.yaml");
+    let out = c
+        .kubectl()
+        .args(["apply", "--dry-run=server", "-f"])
+        .arg(&path)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("deployment.apps/controller"), "{stdout}");
+    Ok(())
+}
