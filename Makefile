@@ -42,6 +42,7 @@ demo: deps
 bench:
 	$(CARGO) bench --bench config_parse
 	$(CARGO) bench --bench allocator
+	$(CARGO) bench --bench migrate
 	$(CARGO) bench --bench controller
 
 ## Fuzz the legacy-config parser (needs cargo-fuzz; stable toolchain, no sanitizer).

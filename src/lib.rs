@@ -1,7 +1,9 @@
 //! metallb-rs: a drop-in replacement for MetalLB 0.9–0.12, configured by the legacy `config`
 //! ConfigMap, with live reload.
 //!
-//! Pure cores (no I/O): [`config`], [`migrate`]. [`k8s`] holds the Kubernetes types and glue.
+//! Pure cores (no I/O): [`config`], [`allocator`], [`reload`], [`migrate`] (except its `cli`
+//! front end, which reads and writes files). [`k8s`] holds the Kubernetes types and pure
+//! functions over them; [`controller`] is the I/O driver of the controller binary.
 
 pub mod allocator;
 pub mod cli;

@@ -640,7 +640,11 @@ async fn deploy_manifest_passes_server_side_dry_run() -> Result<()> {
         .output()
         .await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("deployment.apps/controller"), "{stdout}");
     Ok(())
 }

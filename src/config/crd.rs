@@ -781,7 +781,10 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 /// Read CRD objects back into the typed configuration (see the module docs for the rules).
 pub fn read_config(docs: &[Document]) -> Result<Config, CrdError> {
     let legacy = to_legacy(docs)?;
-    let text = serde_saphyr::to_string(&legacy).map_err(|e| CrdError::Yaml(e.to_string()))?;
+    // Plain or quoted scalars only: no folding of long values on the way through.
+    let opts = serde_saphyr::ser_options! { prefer_block_scalars: false };
+    let text = serde_saphyr::to_string_with_options(&legacy, opts)
+        .map_err(|e| CrdError::Yaml(e.to_string()))?;
     // Positions would point into our synthesized text, which the user never saw.
     super::parse_payload(&text).map_err(|e| CrdError::Invalid(ConfigError { pos: None, ..e }))
 }

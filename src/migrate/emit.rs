@@ -54,8 +54,9 @@ pub fn documents(header: &[String], docs: &[Value]) -> String {
         if line.is_empty() {
             out.push_str("#\n");
         } else {
+            // A file name with a line break must not end the comment.
             out.push_str("# ");
-            out.push_str(line);
+            out.extend(line.chars().map(|c| if c.is_control() { '?' } else { c }));
             out.push('\n');
         }
     }
@@ -94,9 +95,9 @@ mod tests {
     #[test]
     fn documents_have_a_header_and_separators() {
         let text = documents(
-            &["a".into(), String::new()],
+            &["a\nb".into(), String::new()],
             &[json!({"k": 1}), json!({"k": 2})],
         );
-        assert_eq!(text, "# a\n#\n---\nk: 1\n---\nk: 2\n");
+        assert_eq!(text, "# a?b\n#\n---\nk: 1\n---\nk: 2\n");
     }
 }
