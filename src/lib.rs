@@ -11,6 +11,7 @@ pub mod config;
 pub mod controller;
 pub mod http;
 pub mod k8s;
+pub mod l2;
 pub mod metrics;
 pub mod migrate;
 pub mod reload;

@@ -538,15 +538,24 @@ async fn two_controllers_one_writer() -> Result<()> {
             name: Some("leases".into()),
             ..Default::default()
         },
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec!["coordination.k8s.io".into()]),
-            resources: Some(vec!["leases".into()]),
-            verbs: ["get", "list", "watch", "create", "update", "patch"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            ..Default::default()
-        }]),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec!["coordination.k8s.io".into()]),
+                resources: Some(vec!["leases".into()]),
+                verbs: ["get", "list", "watch", "create", "update", "patch"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                ..Default::default()
+            },
+            // Optional extra: lets the controller write metallb.io/ip-allocated-from-pool.
+            PolicyRule {
+                api_groups: Some(vec!["".into()]),
+                resources: Some(vec!["services".into()]),
+                verbs: vec!["patch".into()],
+                ..Default::default()
+            },
+        ]),
     };
     Api::<Role>::namespaced(env.admin.clone(), &env.ns)
         .patch("leases", &pp, &Patch::Apply(&role))
@@ -595,6 +604,7 @@ async fn two_controllers_one_writer() -> Result<()> {
     let second = env.controller(&[])?;
     env.create(&env.lb("l0", &[])).await?;
     env.wait_ips("l0", 1).await?;
+    wait_annotation(&env, "l0", Some("a")).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let second_log = std::fs::read_to_string(&second.log)?;
     assert!(
@@ -647,4 +657,99 @@ async fn deploy_manifest_passes_server_side_dry_run() -> Result<()> {
     );
     assert!(stdout.contains("deployment.apps/controller"), "{stdout}");
     Ok(())
+}
+
+/// Wait until `metallb.io/ip-allocated-from-pool` has the wanted value (None: stays absent for
+/// a short while).
+async fn wait_annotation(env: &Env, name: &str, want: Option<&str>) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        let s = env.services().get(name).await?;
+        let have = s
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("metallb.io/ip-allocated-from-pool"))
+            .cloned();
+        match (want, have.as_deref()) {
+            (Some(w), Some(h)) if w == h => return Ok(()),
+            (None, Some(h)) => bail!("{name} was annotated with pool {h} without RBAC for it"),
+            (None, None) if t.elapsed() > Duration::from_secs(1) => return Ok(()),
+            _ if t.elapsed() > WAIT => bail!("{name}: pool annotation {have:?}, wanted {want:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// MetalLB §5.1 rows and the ConfigMap lifecycle: no ConfigMap at start allocates nothing;
+/// type change to ClusterIP clears the status and frees the IP; a changed requested IP moves
+/// the Service; a deleted ConfigMap keeps the last good config (Warning Event, stale); the
+/// memberlist Secret is created; under 0.12.1 RBAC the pool annotation is not written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convergence_rows_and_config_lifecycle() -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let env = Env::new("ctl-rows", MetallbRbac::V0_12_1).await?;
+    let ctl = env.controller(&["--ml-secret-name", "memberlist"])?;
+    ctl.wait_metric("metallb_k8s_client_config_loaded_bool 0")
+        .await?;
+    env.create(&env.lb("x", &[])).await?;
+    // Give the controller every chance to (wrongly) allocate without a config.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(env.ips("x").await?.is_empty(), "allocated without a config");
+    env.set_config(POOL_A).await?;
+    assert_eq!(env.wait_ips("x", 1).await?, vec![ip("203.0.113.0")]);
+    wait_annotation(&env, "x", None).await?;
+    let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), &env.ns);
+    let secret = secrets
+        .get("memberlist")
+        .await
+        .context("the memberlist Secret")?;
+    assert!(
+        secret
+            .data
+            .unwrap_or_default()
+            .get("secretkey")
+            .is_some_and(|k| k.0.len() >= 64)
+    );
+
+    // Type change to ClusterIP: status cleared, IP free for the next Service.
+    let patch = serde_json::json!({"spec": {"type": "ClusterIP", "loadBalancerClass": null, "allocateLoadBalancerNodePorts": null}});
+    env.services()
+        .patch("x", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    env.wait_ips("x", 0).await?;
+    env.create(&env.lb("y", &[])).await?;
+    assert_eq!(env.wait_ips("y", 1).await?, vec![ip("203.0.113.0")]);
+
+    // A different requested IP moves the Service.
+    env.create(&env.lb(
+        "z",
+        &[("metallb.universe.tf/loadBalancerIPs", "203.0.113.2")],
+    ))
+    .await?;
+    assert_eq!(env.wait_ips("z", 1).await?, vec![ip("203.0.113.2")]);
+    let patch = serde_json::json!({"metadata": {"annotations": {"metallb.universe.tf/loadBalancerIPs": "203.0.113.3"}}});
+    env.services()
+        .patch("z", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let t = Instant::now();
+    while env.ips("z").await? != vec![ip("203.0.113.3")] {
+        if t.elapsed() > WAIT {
+            bail!("z did not move to 203.0.113.3: {:?}", env.ips("z").await?);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The ConfigMap is deleted: the last good config stays, stale, Warning Event.
+    Api::<ConfigMap>::namespaced(env.admin.clone(), &env.ns)
+        .delete("config", &DeleteParams::default())
+        .await?;
+    ctl.wait_metric("metallb_k8s_client_config_stale_bool 1")
+        .await?;
+    env.wait_event("config", "ConfigMissing", "last good config")
+        .await?;
+    env.create(&env.lb("w", &[])).await?;
+    assert_eq!(env.wait_ips("w", 1).await?, vec![ip("203.0.113.1")]);
+    assert_eq!(env.ips("y").await?, vec![ip("203.0.113.0")]);
+    ctl.kill().await
 }

@@ -201,6 +201,7 @@ impl Args {
             synced: false,
             config_ref: None,
             released: false,
+            annotate: true,
             client_metrics,
             alloc_metrics,
             ready,
@@ -334,12 +335,22 @@ async fn watch_services(client: Client, tx: mpsc::Sender<Input>) {
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(ev) => {
+                let ev = ev.modify(slim);
                 if tx.send(Input::Service(Box::new(ev))).await.is_err() {
                     return;
                 }
             }
             Err(e) => warn!(error = %e, "Service watch failed; retrying"),
         }
+    }
+}
+
+/// Drop what the controller never reads from a cached Service (managed fields, kubectl's
+/// last-applied copy): with 10,000 Services this is most of the memory.
+fn slim(svc: &mut Service) {
+    svc.metadata.managed_fields = None;
+    if let Some(a) = svc.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
 
@@ -354,6 +365,8 @@ struct State {
     config_ref: Option<ObjectReference>,
     /// Set when IPs were released: waiting Services and a stale config get another try.
     released: bool,
+    /// Whether RBAC lets us write the `ip-allocated-from-pool` annotation (until a 403).
+    annotate: bool,
     client_metrics: ClientMetrics,
     alloc_metrics: AllocatorMetrics,
     ready: Arc<AtomicBool>,
@@ -488,6 +501,12 @@ impl State {
             Reload::Missing => {
                 if self.reload.loaded() {
                     warn!("The config is gone; keeping the last good one (nothing is released)");
+                    if let Some(r) = self.config_ref.clone() {
+                        let msg = "the config ConfigMap was deleted: the last good config stays in force and nothing is released; re-create it to change the config";
+                        self.recorder
+                            .publish(&r, Kind::Warning, "ConfigMissing", msg)
+                            .await;
+                    }
                 } else {
                     warn!("No config yet: MetalLB will not allocate until the ConfigMap exists");
                 }
@@ -626,12 +645,47 @@ impl State {
         if svcs::status_ips(&svc) != ips || (ips.is_empty() && svcs::has_status(&svc)) {
             self.write_status(&svc, &ips).await;
         }
+        if !ips.is_empty()
+            && let Some(pool) = self.alloc.pool_of_service(key).map(str::to_string)
+        {
+            let latest = self.services.get(key).cloned().unwrap_or(svc);
+            self.annotate_pool(&latest, &pool).await;
+        }
     }
 
     async fn event(&self, svc: &Service, kind: Kind, reason: &str, msg: &str) {
         self.recorder
             .publish(&reference(svc), kind, reason, msg)
             .await;
+    }
+
+    /// Best effort: record the pool in `metallb.io/ip-allocated-from-pool` (0.13.9+). MetalLB
+    /// 0.9–0.12 RBAC cannot update Services: on the first 403 we warn once and stop trying.
+    async fn annotate_pool(&mut self, svc: &Service, pool: &str) {
+        const KEY: &str = "metallb.io/ip-allocated-from-pool";
+        if !self.annotate || svcs::annotation(svc, "ip-allocated-from-pool") == Some(pool) {
+            return;
+        }
+        let api: Api<Service> =
+            Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
+        let patch = serde_json::json!({"metadata": {"annotations": {KEY: pool}}});
+        let pp = kube::api::PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api
+            .patch(&svc.name_any(), &pp, &kube::api::Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                self.annotate = false;
+                warn!(
+                    "RBAC does not allow updating Services (MetalLB 0.9-0.12 roles): not writing {KEY}"
+                );
+            }
+            Err(e) => debug!(error = %e, "Cannot annotate the Service with its pool"),
+        }
     }
 
     /// PUT the status subresource (RBAC grants `update`, not `patch`). On a conflict, read
@@ -647,7 +701,8 @@ impl State {
         let mut target = svcs::with_status(svc, ips);
         for attempt in 0..3 {
             match api.replace_status(&name, &pp, &target).await {
-                Ok(updated) => {
+                Ok(mut updated) => {
+                    slim(&mut updated);
                     self.services.insert(svcs::key(&updated), updated);
                     return;
                 }
