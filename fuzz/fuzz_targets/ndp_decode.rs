@@ -37,7 +37,9 @@ fn check(data: &[u8]) {
             assert_eq!(NdpFrame::decode(&f.encode()), Ok(f));
             if let Some(ns) = f.solicitation() {
                 let _ = ns.is_request_for(ns.target);
-                let reply = f.reply(OUR_LL, OUR_MAC).expect("a solicitation has a reply");
+                let reply = f
+                    .reply(OUR_LL, OUR_MAC)
+                    .expect("a solicitation has a reply");
                 assert_eq!(NdpFrame::decode(&reply.encode()), Ok(reply));
                 let una = NdpFrame::unsolicited_advertisement(OUR_LL, ns.target, OUR_MAC);
                 assert_eq!(NdpFrame::decode(&una.encode()), Ok(una));

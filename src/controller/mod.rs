@@ -24,7 +24,7 @@
 
 pub mod lease;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,7 +38,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event as WEvent};
 use kube::{Client, ResourceExt};
 use prometheus::Registry;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
 use crate::allocator::{Allocator, Family, quote_ips};
@@ -50,6 +50,10 @@ use crate::reload::{Reload, Reloader};
 
 /// Field manager / Event source of our writes.
 pub const FIELD_MANAGER: &str = "metallb-rs-controller";
+
+/// How many writes to the apiserver may be in flight at once. Decisions stay in the one loop;
+/// only their execution is concurrent (never two writes for the same Service).
+const WRITERS: usize = 32;
 
 /// Controller flags: every flag and env var of MetalLB 0.9–0.12's controller, plus ours.
 #[derive(Debug, Clone, clap::Parser)]
@@ -108,6 +112,18 @@ enum Input {
     Config(Option<String>, Option<ObjectReference>),
     /// A Service watch event.
     Service(Box<WEvent<Service>>),
+    /// A status/annotation write finished.
+    Written(Box<Written>),
+}
+
+/// The outcome of one write task.
+#[derive(Debug)]
+struct Written {
+    key: String,
+    /// The object as the apiserver returned it.
+    obj: Option<Service>,
+    /// RBAC refused the pool annotation.
+    annotate_forbidden: bool,
 }
 
 /// The namespace the controller runs in.
@@ -188,7 +204,7 @@ impl Args {
                 ));
             }
         }
-        tokio::spawn(watch_services(client.clone(), tx));
+        tokio::spawn(watch_services(client.clone(), tx.clone()));
 
         let recorder = Recorder::new(client.clone(), "metallb-controller", None);
         let mut state = State {
@@ -202,6 +218,9 @@ impl Args {
             config_ref: None,
             released: false,
             annotate: true,
+            inflight: HashMap::new(),
+            writers: Arc::new(Semaphore::new(WRITERS)),
+            tx: tx.clone(),
             client_metrics,
             alloc_metrics,
             ready,
@@ -345,6 +364,38 @@ async fn watch_services(client: Client, tx: mpsc::Sender<Input>) {
     }
 }
 
+/// PUT `ips` as the Service's status. On a conflict, read the Service again: if it already has
+/// that status we are done, otherwise retry (twice). `Ok(None)`: the Service is gone.
+async fn put_status(
+    api: &Api<Service>,
+    name: &str,
+    svc: &Service,
+    ips: &[IpAddr],
+) -> kube::Result<Option<Service>> {
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let mut target = svcs::with_status(svc, ips);
+    let mut attempt = 0;
+    loop {
+        match api.replace_status(name, &pp, &target).await {
+            Ok(updated) => return Ok(Some(updated)),
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(None),
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 2 => {
+                attempt += 1;
+                let fresh = api.get(name).await?;
+                if svcs::status_ips(&fresh) == ips && (!ips.is_empty() || !svcs::has_status(&fresh))
+                {
+                    return Ok(Some(fresh));
+                }
+                target = svcs::with_status(&fresh, ips);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Drop what the controller never reads from a cached Service (managed fields, kubectl's
 /// last-applied copy): with 10,000 Services this is most of the memory.
 fn slim(svc: &mut Service) {
@@ -367,6 +418,12 @@ struct State {
     released: bool,
     /// Whether RBAC lets us write the `ip-allocated-from-pool` annotation (until a 403).
     annotate: bool,
+    /// Services with a write in flight; `true` when they changed meanwhile (converge again).
+    inflight: HashMap<String, bool>,
+    /// Bounds concurrent writes to the apiserver.
+    writers: Arc<Semaphore>,
+    /// Our own input channel, for write results.
+    tx: mpsc::Sender<Input>,
     client_metrics: ClientMetrics,
     alloc_metrics: AllocatorMetrics,
     ready: Arc<AtomicBool>,
@@ -383,6 +440,27 @@ impl State {
                         self.config_ref = obj;
                     }
                     self.offer_config(payload.as_deref()).await;
+                }
+                Input::Written(w) => {
+                    let Written {
+                        key,
+                        obj,
+                        annotate_forbidden,
+                    } = *w;
+                    let dirty = self.inflight.remove(&key).unwrap_or(false);
+                    if annotate_forbidden && self.annotate {
+                        self.annotate = false;
+                        warn!(
+                            "RBAC does not allow updating Services (MetalLB 0.9-0.12 roles): not writing metallb.io/ip-allocated-from-pool"
+                        );
+                    }
+                    if let (Some(mut obj), true) = (obj, self.services.contains_key(&key)) {
+                        slim(&mut obj);
+                        self.services.insert(key.clone(), obj);
+                    }
+                    if dirty && self.synced {
+                        self.converge(&key).await;
+                    }
                 }
                 Input::Service(ev) => match *ev {
                     WEvent::Init => init.clear(),
@@ -554,14 +632,14 @@ impl State {
                     svc.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer");
                 if owned || (not_lb && svcs::has_status(&svc)) {
                     debug!(service = %key, why, "Clearing the status of a Service that is not ours");
-                    self.write_status(&svc, &[]).await;
+                    self.write(&svc, Some(Vec::new()), None);
                 }
                 self.released |= owned;
                 return;
             }
             Desired::NoClusterIp(why) => {
                 if self.alloc.unassign(key) || svcs::has_status(&svc) {
-                    self.write_status(&svc, &[]).await;
+                    self.write(&svc, Some(Vec::new()), None);
                 }
                 debug!(service = %key, why, "No cluster IP");
                 return;
@@ -572,8 +650,7 @@ impl State {
                     Kind::Warning,
                     "LoadBalancerFailed",
                     &format!("invalid requested loadbalancer IPs: {msg}"),
-                )
-                .await;
+                );
                 return;
             }
             Desired::Allocate(req) => req,
@@ -604,7 +681,7 @@ impl State {
                 Some(why) => {
                     self.alloc.unassign(key);
                     info!(service = %key, ips = %quote_ips(&current), why = %why, "Current IP not allowed by config, clearing");
-                    self.event(&svc, Kind::Normal, "ClearAssignment", &format!("current IP for {key:?} not allowed by config, will attempt for new IP assignment: {why}")).await;
+                    self.event(&svc, Kind::Normal, "ClearAssignment", &format!("current IP for {key:?} not allowed by config, will attempt for new IP assignment: {why}"));
                 }
             }
         }
@@ -621,8 +698,7 @@ impl State {
                             Kind::Normal,
                             "IPAllocated",
                             &format!("Assigned IP {}", quote_ips(&ips)),
-                        )
-                        .await;
+                        );
                         ips
                     }
                     Err(e) => {
@@ -635,91 +711,96 @@ impl State {
                             Kind::Warning,
                             e.reason(),
                             &format!("Failed to allocate IP for {key:?}: {e}"),
-                        )
-                        .await;
+                        );
                         Vec::new()
                     }
                 }
             }
         };
-        if svcs::status_ips(&svc) != ips || (ips.is_empty() && svcs::has_status(&svc)) {
-            self.write_status(&svc, &ips).await;
+        let status_ok =
+            svcs::status_ips(&svc) == ips && (!ips.is_empty() || !svcs::has_status(&svc));
+        let pool = match (self.annotate, ips.is_empty()) {
+            (true, false) => self.alloc.pool_of_service(key).map(str::to_string),
+            _ => None,
         }
-        if !ips.is_empty()
-            && let Some(pool) = self.alloc.pool_of_service(key).map(str::to_string)
-        {
-            let latest = self.services.get(key).cloned().unwrap_or(svc);
-            self.annotate_pool(&latest, &pool).await;
+        .filter(|p| svcs::annotation(&svc, "ip-allocated-from-pool") != Some(p.as_str()));
+        if !status_ok || pool.is_some() {
+            self.write(&svc, (!status_ok).then_some(ips), pool);
         }
     }
 
-    async fn event(&self, svc: &Service, kind: Kind, reason: &str, msg: &str) {
-        self.recorder
-            .publish(&reference(svc), kind, reason, msg)
-            .await;
+    /// Publish an Event about a Service without holding up the loop.
+    fn event(&self, svc: &Service, kind: Kind, reason: &str, msg: &str) {
+        let (recorder, writers) = (self.recorder.clone(), self.writers.clone());
+        let (r, reason, msg) = (reference(svc), reason.to_string(), msg.to_string());
+        tokio::spawn(async move {
+            let _permit = writers.acquire_owned().await;
+            recorder.publish(&r, kind, &reason, &msg).await;
+        });
     }
 
-    /// Best effort: record the pool in `metallb.io/ip-allocated-from-pool` (0.13.9+). MetalLB
-    /// 0.9–0.12 RBAC cannot update Services: on the first 403 we warn once and stop trying.
-    async fn annotate_pool(&mut self, svc: &Service, pool: &str) {
-        const KEY: &str = "metallb.io/ip-allocated-from-pool";
-        if !self.annotate || svcs::annotation(svc, "ip-allocated-from-pool") == Some(pool) {
+    /// Write a Service: its status (PUT on the status subresource: RBAC grants `update`, not
+    /// `patch`) when `ips` is set, then, best effort, `metallb.io/ip-allocated-from-pool` when
+    /// `pool` is set (MetalLB 0.9–0.12 RBAC cannot update Services: the first 403 turns it
+    /// off). The write runs as its own task; its result comes back as [`Input::Written`]. A
+    /// Service that changes while its write is in flight is converged again afterwards.
+    fn write(&mut self, svc: &Service, ips: Option<Vec<IpAddr>>, pool: Option<String>) {
+        let key = svcs::key(svc);
+        if let Some(dirty) = self.inflight.get_mut(&key) {
+            *dirty = true;
             return;
         }
+        self.inflight.insert(key.clone(), false);
         let api: Api<Service> =
             Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
-        let patch = serde_json::json!({"metadata": {"annotations": {KEY: pool}}});
-        let pp = kube::api::PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        match api
-            .patch(&svc.name_any(), &pp, &kube::api::Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 403 => {
-                self.annotate = false;
-                warn!(
-                    "RBAC does not allow updating Services (MetalLB 0.9-0.12 roles): not writing {KEY}"
-                );
-            }
-            Err(e) => debug!(error = %e, "Cannot annotate the Service with its pool"),
-        }
-    }
-
-    /// PUT the status subresource (RBAC grants `update`, not `patch`). On a conflict, read
-    /// the Service again and retry once.
-    async fn write_status(&mut self, svc: &Service, ips: &[IpAddr]) {
-        let ns = svc.namespace().unwrap_or_default();
-        let name = svc.name_any();
-        let api: Api<Service> = Api::namespaced(self.client.clone(), &ns);
-        let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        let mut target = svcs::with_status(svc, ips);
-        for attempt in 0..3 {
-            match api.replace_status(&name, &pp, &target).await {
-                Ok(mut updated) => {
-                    slim(&mut updated);
-                    self.services.insert(svcs::key(&updated), updated);
-                    return;
-                }
-                Err(kube::Error::Api(e)) if e.code == 409 && attempt < 2 => {
-                    match api.get(&name).await {
-                        Ok(fresh) => target = svcs::with_status(&fresh, ips),
-                        Err(_) => return,
+        let svc = svc.clone();
+        let (writers, tx, errors) = (
+            self.writers.clone(),
+            self.tx.clone(),
+            self.client_metrics.update_errors.clone(),
+        );
+        tokio::spawn(async move {
+            let _permit = writers.acquire_owned().await;
+            let name = svc.name_any();
+            let mut annotate_forbidden = false;
+            let mut obj = match &ips {
+                Some(ips) => put_status(&api, &name, &svc, ips)
+                    .await
+                    .unwrap_or_else(|e| {
+                        errors.inc();
+                        warn!(service = %key, error = %e, "Cannot write the Service status");
+                        None
+                    }),
+                None => Some(svc.clone()),
+            };
+            if let (Some(pool), Some(current)) = (pool, obj.as_ref()) {
+                const ANN: &str = "metallb.io/ip-allocated-from-pool";
+                if svcs::annotation(current, "ip-allocated-from-pool") != Some(pool.as_str()) {
+                    let patch = serde_json::json!({"metadata": {"annotations": {ANN: pool}}});
+                    let pp = kube::api::PatchParams {
+                        field_manager: Some(FIELD_MANAGER.into()),
+                        ..Default::default()
+                    };
+                    match api
+                        .patch(&name, &pp, &kube::api::Patch::Merge(&patch))
+                        .await
+                    {
+                        Ok(o) => obj = Some(o),
+                        Err(kube::Error::Api(e)) if e.code == 403 => annotate_forbidden = true,
+                        Err(e) => {
+                            debug!(service = %key, error = %e, "Cannot annotate the Service with its pool")
+                        }
                     }
                 }
-                Err(kube::Error::Api(e)) if e.code == 404 => return,
-                Err(e) => {
-                    self.client_metrics.update_errors.inc();
-                    warn!(service = %format!("{ns}/{name}"), error = %e, "Cannot write the Service status");
-                    return;
-                }
             }
-        }
+            let _ = tx
+                .send(Input::Written(Box::new(Written {
+                    key,
+                    obj,
+                    annotate_forbidden,
+                })))
+                .await;
+        });
     }
 
     fn publish_metrics(&self) {
