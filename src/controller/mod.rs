@@ -10,8 +10,10 @@
 //!                                                     k8s::service (pure) ─► status PUT, Events
 //! ```
 //!
-//! One task owns the allocator and is the only writer to the apiserver, so there is no lock
-//! and no write race inside a process. Across processes, a Lease (when RBAC allows it, see
+//! One task owns the allocator and makes every decision, so there is no lock and no race on
+//! the allocation state. Writes (status PUTs, the optional pool annotation, Events) run as
+//! bounded concurrent tasks (`WRITERS`), never two at once for one Service; their results come
+//! back into the loop, and a Service that changed meanwhile is converged again. Across processes, a Lease (when RBAC allows it, see
 //! [`lease`]) makes sure only one controller writes.
 //!
 //! Restart safety: nothing is allocated until the Service list is complete; then Services that
@@ -632,14 +634,14 @@ impl State {
                     svc.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer");
                 if owned || (not_lb && svcs::has_status(&svc)) {
                     debug!(service = %key, why, "Clearing the status of a Service that is not ours");
-                    self.write(&svc, Some(Vec::new()), None);
+                    self.write(&svc, Some(Vec::new()), None).await;
                 }
                 self.released |= owned;
                 return;
             }
             Desired::NoClusterIp(why) => {
                 if self.alloc.unassign(key) || svcs::has_status(&svc) {
-                    self.write(&svc, Some(Vec::new()), None);
+                    self.write(&svc, Some(Vec::new()), None).await;
                 }
                 debug!(service = %key, why, "No cluster IP");
                 return;
@@ -650,7 +652,8 @@ impl State {
                     Kind::Warning,
                     "LoadBalancerFailed",
                     &format!("invalid requested loadbalancer IPs: {msg}"),
-                );
+                )
+                .await;
                 return;
             }
             Desired::Allocate(req) => req,
@@ -681,7 +684,7 @@ impl State {
                 Some(why) => {
                     self.alloc.unassign(key);
                     info!(service = %key, ips = %quote_ips(&current), why = %why, "Current IP not allowed by config, clearing");
-                    self.event(&svc, Kind::Normal, "ClearAssignment", &format!("current IP for {key:?} not allowed by config, will attempt for new IP assignment: {why}"));
+                    self.event(&svc, Kind::Normal, "ClearAssignment", &format!("current IP for {key:?} not allowed by config, will attempt for new IP assignment: {why}")).await;
                 }
             }
         }
@@ -698,7 +701,8 @@ impl State {
                             Kind::Normal,
                             "IPAllocated",
                             &format!("Assigned IP {}", quote_ips(&ips)),
-                        );
+                        )
+                        .await;
                         ips
                     }
                     Err(e) => {
@@ -711,7 +715,8 @@ impl State {
                             Kind::Warning,
                             e.reason(),
                             &format!("Failed to allocate IP for {key:?}: {e}"),
-                        );
+                        )
+                        .await;
                         Vec::new()
                     }
                 }
@@ -725,17 +730,20 @@ impl State {
         }
         .filter(|p| svcs::annotation(&svc, "ip-allocated-from-pool") != Some(p.as_str()));
         if !status_ok || pool.is_some() {
-            self.write(&svc, (!status_ok).then_some(ips), pool);
+            self.write(&svc, (!status_ok).then_some(ips), pool).await;
         }
     }
 
     /// Publish an Event about a Service without holding up the loop.
-    fn event(&self, svc: &Service, kind: Kind, reason: &str, msg: &str) {
-        let (recorder, writers) = (self.recorder.clone(), self.writers.clone());
+    async fn event(&self, svc: &Service, kind: Kind, reason: &str, msg: &str) {
+        let Ok(permit) = self.writers.clone().acquire_owned().await else {
+            return;
+        };
+        let recorder = self.recorder.clone();
         let (r, reason, msg) = (reference(svc), reason.to_string(), msg.to_string());
         tokio::spawn(async move {
-            let _permit = writers.acquire_owned().await;
             recorder.publish(&r, kind, &reason, &msg).await;
+            drop(permit);
         });
     }
 
@@ -744,23 +752,23 @@ impl State {
     /// `pool` is set (MetalLB 0.9–0.12 RBAC cannot update Services: the first 403 turns it
     /// off). The write runs as its own task; its result comes back as [`Input::Written`]. A
     /// Service that changes while its write is in flight is converged again afterwards.
-    fn write(&mut self, svc: &Service, ips: Option<Vec<IpAddr>>, pool: Option<String>) {
+    async fn write(&mut self, svc: &Service, ips: Option<Vec<IpAddr>>, pool: Option<String>) {
         let key = svcs::key(svc);
         if let Some(dirty) = self.inflight.get_mut(&key) {
             *dirty = true;
             return;
         }
+        // Back-pressure: at most WRITERS write tasks exist at any time (each holds a copy of
+        // its Service), however many Services need a write.
+        let Ok(permit) = self.writers.clone().acquire_owned().await else {
+            return;
+        };
         self.inflight.insert(key.clone(), false);
         let api: Api<Service> =
             Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
         let svc = svc.clone();
-        let (writers, tx, errors) = (
-            self.writers.clone(),
-            self.tx.clone(),
-            self.client_metrics.update_errors.clone(),
-        );
+        let (tx, errors) = (self.tx.clone(), self.client_metrics.update_errors.clone());
         tokio::spawn(async move {
-            let _permit = writers.acquire_owned().await;
             let name = svc.name_any();
             let mut annotate_forbidden = false;
             let mut obj = match &ips {
@@ -793,6 +801,8 @@ impl State {
                     }
                 }
             }
+            // Release the permit before reporting, so a busy loop never waits on us.
+            drop(permit);
             let _ = tx
                 .send(Input::Written(Box::new(Written {
                     key,
