@@ -458,7 +458,7 @@ impl State {
                     }
                     if let (Some(mut obj), true) = (obj, self.services.contains_key(&key)) {
                         slim(&mut obj);
-                        self.services.insert(key.clone(), obj);
+                        self.cache(key.clone(), obj);
                     }
                     if dirty && self.synced {
                         self.converge(&key).await;
@@ -486,7 +486,10 @@ impl State {
                     }
                     WEvent::Apply(s) => {
                         let k = svcs::key(&s);
-                        self.services.insert(k.clone(), s);
+                        if !self.cache(k.clone(), s) {
+                            // An older version than the one our own write returned.
+                            continue;
+                        }
                         if self.synced {
                             self.converge(&k).await;
                         }
@@ -594,6 +597,25 @@ impl State {
         }
         self.ready
             .store(self.synced && self.reload.loaded(), Ordering::Relaxed);
+    }
+
+    /// Cache a Service unless the cached copy is newer (our write's response can overtake the
+    /// watch events of earlier writes; an older copy would only cause a redundant write).
+    /// resourceVersions are etcd revisions; when one does not parse, the new copy wins.
+    fn cache(&mut self, key: String, svc: Service) -> bool {
+        let rv = |s: &Service| {
+            s.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        if let (Some(old), Some(new)) = (self.services.get(&key).and_then(rv), rv(&svc))
+            && new < old
+        {
+            return false;
+        }
+        self.services.insert(key, svc);
+        true
     }
 
     /// Converge every Service: those holding an IP first, oldest first, then the rest.
