@@ -114,11 +114,10 @@ enum Input {
     Config(Option<String>, Option<ObjectReference>),
     /// A Service watch event.
     Service(Box<WEvent<Service>>),
-    /// A status/annotation write finished.
-    Written(Box<Written>),
 }
 
-/// The outcome of one write task.
+/// The outcome of one write task (sent on its own unbounded channel: at most [`WRITERS`]
+/// are outstanding, because the loop drains them whenever it waits for a write slot).
 #[derive(Debug)]
 struct Written {
     key: String,
@@ -209,6 +208,7 @@ impl Args {
         tokio::spawn(watch_services(client.clone(), tx.clone()));
 
         let recorder = Recorder::new(client.clone(), "metallb-controller", None);
+        let (written_tx, written_rx) = mpsc::unbounded_channel();
         let mut state = State {
             client,
             recorder,
@@ -222,7 +222,10 @@ impl Args {
             annotate: true,
             inflight: HashMap::new(),
             writers: Arc::new(Semaphore::new(WRITERS)),
-            tx: tx.clone(),
+            written_tx,
+            written_rx,
+            event_slots: Arc::new(Semaphore::new(WRITERS)),
+            redo: BTreeSet::new(),
             client_metrics,
             alloc_metrics,
             ready,
@@ -424,8 +427,13 @@ struct State {
     inflight: HashMap<String, bool>,
     /// Bounds concurrent writes to the apiserver.
     writers: Arc<Semaphore>,
-    /// Our own input channel, for write results.
-    tx: mpsc::Sender<Input>,
+    /// Write results.
+    written_tx: mpsc::UnboundedSender<Written>,
+    written_rx: mpsc::UnboundedReceiver<Written>,
+    /// Bounds concurrent Event writes (separate from status writes, which report back).
+    event_slots: Arc<Semaphore>,
+    /// Services to converge again once the current input is handled.
+    redo: BTreeSet<String>,
     client_metrics: ClientMetrics,
     alloc_metrics: AllocatorMetrics,
     ready: Arc<AtomicBool>,
@@ -434,7 +442,18 @@ struct State {
 impl State {
     async fn run(&mut self, mut rx: mpsc::Receiver<Input>) -> anyhow::Result<()> {
         let mut init: BTreeMap<String, Service> = BTreeMap::new();
-        while let Some(input) = rx.recv().await {
+        loop {
+            let input = tokio::select! {
+                i = rx.recv() => match i {
+                    Some(i) => i,
+                    None => break,
+                },
+                Some(w) = self.written_rx.recv() => {
+                    self.apply_written(w);
+                    self.follow_up().await;
+                    continue;
+                }
+            };
             self.client_metrics.updates.inc();
             match input {
                 Input::Config(payload, obj) => {
@@ -442,27 +461,6 @@ impl State {
                         self.config_ref = obj;
                     }
                     self.offer_config(payload.as_deref()).await;
-                }
-                Input::Written(w) => {
-                    let Written {
-                        key,
-                        obj,
-                        annotate_forbidden,
-                    } = *w;
-                    let dirty = self.inflight.remove(&key).unwrap_or(false);
-                    if annotate_forbidden && self.annotate {
-                        self.annotate = false;
-                        warn!(
-                            "RBAC does not allow updating Services (MetalLB 0.9-0.12 roles): not writing metallb.io/ip-allocated-from-pool"
-                        );
-                    }
-                    if let (Some(mut obj), true) = (obj, self.services.contains_key(&key)) {
-                        slim(&mut obj);
-                        self.cache(key.clone(), obj);
-                    }
-                    if dirty && self.synced {
-                        self.converge(&key).await;
-                    }
                 }
                 Input::Service(ev) => match *ev {
                     WEvent::Init => init.clear(),
@@ -504,12 +502,46 @@ impl State {
                     }
                 },
             }
-            if std::mem::take(&mut self.released) {
-                self.after_release().await;
-            }
-            self.publish_metrics();
+            self.follow_up().await;
         }
         anyhow::bail!("all watches ended")
+    }
+
+    /// Record a finished write (cache, flags); what needs converging again goes to `redo`.
+    fn apply_written(&mut self, w: Written) {
+        let Written {
+            key,
+            obj,
+            annotate_forbidden,
+        } = w;
+        let dirty = self.inflight.remove(&key).unwrap_or(false);
+        if annotate_forbidden && self.annotate {
+            self.annotate = false;
+            warn!(
+                "RBAC does not allow updating Services (MetalLB 0.9-0.12 roles): not writing metallb.io/ip-allocated-from-pool"
+            );
+        }
+        if let (Some(mut obj), true) = (obj, self.services.contains_key(&key)) {
+            slim(&mut obj);
+            self.cache(key.clone(), obj);
+        }
+        if dirty {
+            self.redo.insert(key);
+        }
+    }
+
+    /// Work that follows any input: converge what changed during a write, retry after
+    /// releases, publish metrics.
+    async fn follow_up(&mut self) {
+        if self.synced {
+            while let Some(key) = self.redo.pop_first() {
+                self.converge(&key).await;
+            }
+        }
+        if std::mem::take(&mut self.released) {
+            self.after_release().await;
+        }
+        self.publish_metrics();
     }
 
     /// Something freed IPs: a stale config may now fit, and waiting Services may get an IP.
@@ -758,7 +790,7 @@ impl State {
 
     /// Publish an Event about a Service without holding up the loop.
     async fn event(&self, svc: &Service, kind: Kind, reason: &str, msg: &str) {
-        let Ok(permit) = self.writers.clone().acquire_owned().await else {
+        let Ok(permit) = self.event_slots.clone().acquire_owned().await else {
             return;
         };
         let recorder = self.recorder.clone();
@@ -772,7 +804,7 @@ impl State {
     /// Write a Service: its status (PUT on the status subresource: RBAC grants `update`, not
     /// `patch`) when `ips` is set, then, best effort, `metallb.io/ip-allocated-from-pool` when
     /// `pool` is set (MetalLB 0.9–0.12 RBAC cannot update Services: the first 403 turns it
-    /// off). The write runs as its own task; its result comes back as [`Input::Written`]. A
+    /// off). The write runs as its own task; its result comes back as a [`Written`]. A
     /// Service that changes while its write is in flight is converged again afterwards.
     async fn write(&mut self, svc: &Service, ips: Option<Vec<IpAddr>>, pool: Option<String>) {
         let key = svcs::key(svc);
@@ -781,15 +813,25 @@ impl State {
             return;
         }
         // Back-pressure: at most WRITERS write tasks exist at any time (each holds a copy of
-        // its Service), however many Services need a write.
-        let Ok(permit) = self.writers.clone().acquire_owned().await else {
-            return;
+        // its Service), however many Services need a write. While all are busy, take in their
+        // results: each task releases its slot just before reporting.
+        let permit = loop {
+            if let Ok(p) = self.writers.clone().try_acquire_owned() {
+                break p;
+            }
+            match self.written_rx.recv().await {
+                Some(w) => self.apply_written(w),
+                None => return,
+            }
         };
         self.inflight.insert(key.clone(), false);
         let api: Api<Service> =
             Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
         let svc = svc.clone();
-        let (tx, errors) = (self.tx.clone(), self.client_metrics.update_errors.clone());
+        let (tx, errors) = (
+            self.written_tx.clone(),
+            self.client_metrics.update_errors.clone(),
+        );
         tokio::spawn(async move {
             let name = svc.name_any();
             let mut annotate_forbidden = false;
@@ -823,15 +865,16 @@ impl State {
                     }
                 }
             }
-            // Release the permit before reporting, so a busy loop never waits on us.
+            if let Some(o) = obj.as_mut() {
+                slim(o);
+            }
+            // Release the slot, then report (the unbounded send never waits).
             drop(permit);
-            let _ = tx
-                .send(Input::Written(Box::new(Written {
-                    key,
-                    obj,
-                    annotate_forbidden,
-                })))
-                .await;
+            let _ = tx.send(Written {
+                key,
+                obj,
+                annotate_forbidden,
+            });
         });
     }
 
