@@ -1824,6 +1824,7 @@ mod tests {
                 |(_, _, src, dst, target, ns, [_, s, _], _)| {
                     !target.is_multicast()
                         && !src.is_unspecified()
+                        && !src.is_multicast()
                         && (*ns || !*s || !dst.is_multicast())
                 },
             )
