@@ -477,7 +477,7 @@ impl State {
                             .collect();
                         self.services = std::mem::take(&mut init);
                         for k in gone {
-                            self.alloc.unassign(&k);
+                            self.released |= self.alloc.unassign(&k);
                         }
                         self.synced = true;
                         self.converge_all().await;
