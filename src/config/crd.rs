@@ -823,47 +823,29 @@ fn some_str(s: &Option<String>) -> Option<&str> {
 pub fn to_legacy(docs: &[Document]) -> Result<Value, CrdError> {
     check_namespaces(docs)?;
     check_unique_names(docs)?;
-    let peers = collect(docs, |s| {
-        if let Spec::BGPPeer(p) = s {
-            Some(p)
-        } else {
-            None
-        }
+    let peers = collect(docs, |s| match s {
+        Spec::BGPPeer(x) => Some(x),
+        _ => None,
     });
-    let pools = collect(docs, |s| {
-        if let Spec::IPAddressPool(p) = s {
-            Some(p)
-        } else {
-            None
-        }
+    let pools = collect(docs, |s| match s {
+        Spec::IPAddressPool(x) => Some(x),
+        _ => None,
     });
-    let bgp_ads = collect(docs, |s| {
-        if let Spec::BGPAdvertisement(a) = s {
-            Some(a)
-        } else {
-            None
-        }
+    let bgp_ads = collect(docs, |s| match s {
+        Spec::BGPAdvertisement(x) => Some(x),
+        _ => None,
     });
-    let l2_ads = collect(docs, |s| {
-        if let Spec::L2Advertisement(a) = s {
-            Some(a)
-        } else {
-            None
-        }
+    let l2_ads = collect(docs, |s| match s {
+        Spec::L2Advertisement(x) => Some(x),
+        _ => None,
     });
-    let bfds = collect(docs, |s| {
-        if let Spec::BFDProfile(b) = s {
-            Some(b)
-        } else {
-            None
-        }
+    let bfds = collect(docs, |s| match s {
+        Spec::BFDProfile(x) => Some(x),
+        _ => None,
     });
-    let communities = collect(docs, |s| {
-        if let Spec::Community(c) = s {
-            Some(c)
-        } else {
-            None
-        }
+    let communities = collect(docs, |s| match s {
+        Spec::Community(x) => Some(x),
+        _ => None,
     });
     let secrets: Vec<&PasswordSecret> = docs
         .iter()
