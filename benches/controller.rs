@@ -8,7 +8,8 @@
 //!    cores, ~70/s, would otherwise dominate), and the controller's peak RSS (VmHWM);
 //! 3. ConfigMap edit → config applied (the new sha256 is live on /metrics), p50/p99.
 //!
-//! Services are IPv6 single-stack from 2001:db8::/64 (the documentation prefix): no IPv4
+//! The controller runs under a ServiceAccount bound to MetalLB 0.12.1's controller RBAC, as a
+//! drop-in deployment does. Services are IPv6 single-stack from 2001:db8::/64 (the documentation prefix): no IPv4
 //! documentation range is large enough for 10,000 Services.
 
 #[path = "../tests/common/cluster.rs"]
@@ -82,6 +83,13 @@ async fn main() -> Result<()> {
     let c = Cluster::shared()?;
     let admin = c.client().await?;
     let ns = c.fresh_namespace(&admin, "bench").await?;
+    // Run as users do: under MetalLB 0.12.1's controller RBAC (our manifest grants the same
+    // plus Leases), not as the cluster admin.
+    c.install_metallb_rbac(&admin, cluster::MetallbRbac::V0_12_1, &ns)
+        .await?;
+    let kubeconfig = c
+        .service_account_kubeconfig(&admin, &ns, "controller")
+        .await?;
     let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
     let set_config = |payload: String| {
         let cms = cms.clone();
@@ -118,7 +126,7 @@ async fn main() -> Result<()> {
                 "--disable-leader-election",
             ])
             .arg("--kubeconfig")
-            .arg(c.kubeconfig())
+            .arg(&kubeconfig)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

@@ -753,3 +753,32 @@ async fn convergence_rows_and_config_lifecycle() -> Result<()> {
     assert_eq!(env.ips("y").await?, vec![ip("203.0.113.0")]);
     ctl.kill().await
 }
+
+/// The controller caches slimmed Services (no managed fields, no kubectl last-applied copy);
+/// its status writes must never drop what it did not cache from the stored object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_writes_keep_metadata_the_cache_dropped() -> Result<()> {
+    let env = Env::new("ctl-meta", MetallbRbac::V0_12_1).await?;
+    env.set_config(POOL_A).await?;
+    let ctl = env.controller(&[])?;
+    let last = "{\"apiVersion\":\"v1\",\"kind\":\"Service\"}";
+    env.create(&env.lb(
+        "m",
+        &[
+            ("kubectl.kubernetes.io/last-applied-configuration", last),
+            ("team", "web"),
+        ],
+    ))
+    .await?;
+    env.wait_ips("m", 1).await?;
+    let s = env.services().get("m").await?;
+    let ann = s.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        ann.get("kubectl.kubernetes.io/last-applied-configuration")
+            .map(String::as_str),
+        Some(last)
+    );
+    assert_eq!(ann.get("team").map(String::as_str), Some("web"));
+    assert!(s.metadata.managed_fields.is_some_and(|m| !m.is_empty()));
+    ctl.kill().await
+}

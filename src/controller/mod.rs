@@ -401,13 +401,12 @@ async fn put_status(
     }
 }
 
-/// Drop what the controller never reads from a cached Service (managed fields, kubectl's
-/// last-applied copy): with 10,000 Services this is most of the memory.
+/// Drop what the controller never reads from a cached Service: its managed fields (with
+/// 10,000 Services most of the memory). Nothing else may go: status PUTs send the cached
+/// object, and the apiserver keeps metadata from the body (an omitted `managedFields` is the
+/// one field it leaves as stored; tests/controller.rs checks both).
 fn slim(svc: &mut Service) {
     svc.metadata.managed_fields = None;
-    if let Some(a) = svc.metadata.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
 }
 
 struct State {
