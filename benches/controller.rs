@@ -151,6 +151,14 @@ async fn main() -> Result<()> {
     // 1. Latency: create → IP in status, seen through a watch.
     let api: Api<Service> = Api::namespaced(admin.clone(), &ns);
     let mut stream = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
+    // Let the watch finish its initial list first, so every creation shows up as an Apply.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+            Ok(Some(Ok(watcher::Event::InitDone))) => break,
+            Ok(Some(_)) => {}
+            _ => bail!("the watch did not start"),
+        }
+    }
     let mut lat = Vec::new();
     for i in 0..200 {
         let name = format!("lat{i}");
@@ -158,7 +166,7 @@ async fn main() -> Result<()> {
         api.create(&PostParams::default(), &svc(&name)).await?;
         loop {
             match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
-                Ok(Some(Ok(watcher::Event::Apply(s))))
+                Ok(Some(Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))))
                     if s.metadata.name.as_deref() == Some(&name)
                         && !metallb_rs::k8s::service::status_ips(&s).is_empty() =>
                 {
