@@ -353,7 +353,8 @@ async fn watch_file(path: PathBuf, tx: mpsc::Sender<Input>) {
 
 async fn watch_services(client: Client, tx: mpsc::Sender<Input>) {
     let api: Api<Service> = Api::all(client);
-    let mut stream = watcher::watcher(api, watcher::Config::default())
+    // Small list pages: the initial list of 10,000 Services is the memory peak otherwise.
+    let mut stream = watcher::watcher(api, watcher::Config::default().page_size(100))
         .default_backoff()
         .boxed();
     while let Some(ev) = stream.next().await {
