@@ -45,11 +45,13 @@ bench:
 	$(CARGO) bench --bench migrate
 	$(CARGO) bench --bench controller
 
-## Fuzz the legacy-config parser (needs cargo-fuzz; stable toolchain, no sanitizer).
+## Fuzz a decoder (config_parse, arp_decode, ndp_decode; needs cargo-fuzz; stable toolchain,
+## no sanitizer): make fuzz FUZZ_TARGET=ndp_decode FUZZ_SECONDS=600
 FUZZ_SECONDS ?= 600
+FUZZ_TARGET ?= config_parse
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && $(CARGO) fuzz run -s none config_parse -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && $(CARGO) fuzz run -s none $(FUZZ_TARGET) -- -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean
