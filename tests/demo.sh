@@ -139,8 +139,9 @@ k apply --server-side --force-conflicts -f "$work/crds.yaml" >/dev/null
 k get ipaddresspools.metallb.io,l2advertisements.metallb.io,bgpadvertisements.metallb.io,bgppeers.metallb.io,communities.metallb.io -n metallb-system
 k get svc web -n shop -o jsonpath='{"web annotations: "}{.metadata.annotations}{"\n"}'
 
-say "a user's ConfigMap as published (geek-cookbook seed: BGP to two pfSense firewalls), migrated"
-"$MIGRATE" compat/valid/cm-seed-geek-cookbook-bgp-pfsense.yaml
+say "a user's ConfigMap from compat/ (geek-cookbook seed: BGP to two pfSense firewalls): applied, read back live, migrated"
+k apply -f compat/valid/cm-seed-geek-cookbook-bgp-pfsense.yaml
+k get configmap metallb-config -n metallb-system -o yaml | "$MIGRATE" -
 
 say "a broken edit: the user reverses a range; metallb-migrate refuses it with a located error"
 sed -e 's/203.0.113.10-203.0.113.20/203.0.113.20-203.0.113.10/' "$work/config.yaml" > "$work/bad.yaml"
