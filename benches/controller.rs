@@ -25,7 +25,6 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServicePort, ServiceSpec};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
@@ -51,15 +50,6 @@ fn svc(name: &str) -> Service {
         }),
         status: None,
     }
-}
-
-async fn scrape(port: u16) -> Result<String> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    Ok(out)
 }
 
 fn config(extra_pools: usize) -> String {
@@ -136,7 +126,7 @@ async fn main() -> Result<()> {
     let mut child = spawn()?;
     let pid = child.id().unwrap_or(0);
     let t = Instant::now();
-    while !scrape(port)
+    while !cluster::scrape_metrics(port)
         .await
         .map(|m| m.contains("metallb_k8s_client_config_loaded_bool 1"))
         .unwrap_or(false)
@@ -213,7 +203,7 @@ async fn main() -> Result<()> {
     let mut peak = 0;
     loop {
         peak = peak.max(rss_kib(pid));
-        let Ok(m) = scrape(port).await else {
+        let Ok(m) = cluster::scrape_metrics(port).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -252,7 +242,7 @@ async fn main() -> Result<()> {
         let t = Instant::now();
         set_config(payload).await?;
         let want = format!("metallb_rs_config_info{{sha256=\"{sha}\"}} 1");
-        while !scrape(port).await?.contains(&want) {
+        while !cluster::scrape_metrics(port).await?.contains(&want) {
             if t.elapsed() > Duration::from_secs(30) {
                 bail!("config {i} not applied");
             }

@@ -14,12 +14,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, bail};
 use cluster::{Cluster, MetallbRbac};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Service, ServicePort, ServiceSpec};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -184,7 +183,7 @@ impl Controller {
     async fn metrics(&self) -> Result<String> {
         let t = Instant::now();
         loop {
-            match scrape(self.port).await {
+            match cluster::scrape_metrics(self.port).await {
                 Ok(s) => return Ok(s),
                 Err(e) if t.elapsed() > WAIT => return Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -214,17 +213,6 @@ impl Controller {
         self.child.kill().await?;
         Ok(())
     }
-}
-
-async fn scrape(port: u16) -> Result<String> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .ok_or_else(|| anyhow!("bad HTTP reply"))
 }
 
 fn free_port() -> Result<u16> {
