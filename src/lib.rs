@@ -15,3 +15,4 @@ pub mod l2;
 pub mod metrics;
 pub mod migrate;
 pub mod reload;
+pub mod speaker;

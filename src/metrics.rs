@@ -2,7 +2,9 @@
 //! dashboards and the Helm chart's alerts keep working. Uses the `prometheus` crate, which
 //! keeps counter names as given (no `_total` appended).
 
-use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Metric names, byte for byte as MetalLB exposes them.
 pub mod names {
@@ -22,6 +24,20 @@ pub mod names {
     pub const SERVICES_ALLOCATED: &str = "metallb_allocator_services_allocated_total";
     /// metallb-rs addition: the sha256 of the config in force (label `sha256`), value 1.
     pub const CONFIG_INFO: &str = "metallb_rs_config_info";
+    /// Speaker: 1 per (service, protocol, node, ip) this node announces.
+    pub const SPEAKER_ANNOUNCED: &str = "metallb_speaker_announced";
+    /// Speaker: ARP/NDP requests received for owned IPs.
+    pub const L2_REQUESTS_RECEIVED: &str = "metallb_layer2_requests_received";
+    /// Speaker: ARP/NDP replies sent.
+    pub const L2_RESPONSES_SENT: &str = "metallb_layer2_responses_sent";
+    /// Speaker: gratuitous ARP / unsolicited NA packets sent.
+    pub const L2_GRATUITOUS_SENT: &str = "metallb_layer2_gratuitous_sent";
+    /// metallb-rs addition: frames dropped by the layer 2 responder, by reason.
+    pub const L2_DROPPED: &str = "metallb_rs_layer2_dropped_frames_total";
+    /// metallb-rs addition: speakers this speaker currently considers alive (itself included).
+    pub const SPEAKER_MEMBERS: &str = "metallb_rs_speaker_members_alive";
+    /// metallb-rs addition: 1 while this speaker is fenced (announces nothing).
+    pub const SPEAKER_FENCED: &str = "metallb_rs_speaker_fenced_bool";
 }
 
 /// The metrics both binaries export about the Kubernetes client and the config.
@@ -48,6 +64,107 @@ pub struct AllocatorMetrics {
     pub addresses_in_use: IntGaugeVec,
     /// `metallb_allocator_services_allocated_total{pool}`.
     pub services_allocated: IntGaugeVec,
+}
+
+/// The speaker's announcement and layer 2 metrics.
+#[derive(Clone)]
+pub struct SpeakerMetrics {
+    /// `metallb_speaker_announced{service,protocol,node,ip}`.
+    pub announced: IntGaugeVec,
+    /// Layer 2 responder counters.
+    pub layer2: Layer2Metrics,
+    /// `metallb_rs_speaker_members_alive`.
+    pub members_alive: IntGauge,
+    /// `metallb_rs_speaker_fenced_bool`.
+    pub fenced: IntGauge,
+}
+
+/// Counters of the layer 2 responder (labels as MetalLB: `ip`), plus our drop counter.
+#[derive(Clone)]
+pub struct Layer2Metrics {
+    /// `metallb_layer2_requests_received{ip}`.
+    pub requests_received: IntCounterVec,
+    /// `metallb_layer2_responses_sent{ip}`.
+    pub responses_sent: IntCounterVec,
+    /// `metallb_layer2_gratuitous_sent{ip}`.
+    pub gratuitous_sent: IntCounterVec,
+    /// `metallb_rs_layer2_dropped_frames_total{reason}`.
+    pub dropped: IntCounterVec,
+}
+
+impl Layer2Metrics {
+    /// Unregistered counters (for tests and tools).
+    pub fn unregistered() -> Self {
+        let ctr = |name: &str, help: &str, label: &str| {
+            must(IntCounterVec::new(Opts::new(name, help), &[label]))
+        };
+        Layer2Metrics {
+            requests_received: ctr(
+                names::L2_REQUESTS_RECEIVED,
+                "Number of layer2 requests received for owned IPs",
+                "ip",
+            ),
+            responses_sent: ctr(
+                names::L2_RESPONSES_SENT,
+                "Number of layer2 responses sent for owned IPs",
+                "ip",
+            ),
+            gratuitous_sent: ctr(
+                names::L2_GRATUITOUS_SENT,
+                "Number of gratuitous layer2 packets sent for owned IPs",
+                "ip",
+            ),
+            dropped: ctr(
+                names::L2_DROPPED,
+                "Frames dropped by the layer2 responder, by reason",
+                "reason",
+            ),
+        }
+    }
+
+    /// Create and register.
+    pub fn register(reg: &Registry) -> Self {
+        let m = Self::unregistered();
+        for c in [
+            &m.requests_received,
+            &m.responses_sent,
+            &m.gratuitous_sent,
+            &m.dropped,
+        ] {
+            must(reg.register(Box::new(c.clone())));
+        }
+        m
+    }
+}
+
+impl SpeakerMetrics {
+    /// Create and register.
+    pub fn register(reg: &Registry) -> Self {
+        let announced = must(IntGaugeVec::new(
+            Opts::new(
+                names::SPEAKER_ANNOUNCED,
+                "Services being announced from this node. This is desired state, it does not guarantee that the routing protocols have converged.",
+            ),
+            &["service", "protocol", "node", "ip"],
+        ));
+        let members_alive = must(IntGauge::new(
+            names::SPEAKER_MEMBERS,
+            "Speakers this speaker considers alive, itself included.",
+        ));
+        let fenced = must(IntGauge::new(
+            names::SPEAKER_FENCED,
+            "1 while this speaker is fenced (it reaches neither the API server nor a majority of speakers) and announces nothing.",
+        ));
+        must(reg.register(Box::new(announced.clone())));
+        must(reg.register(Box::new(members_alive.clone())));
+        must(reg.register(Box::new(fenced.clone())));
+        SpeakerMetrics {
+            announced,
+            layer2: Layer2Metrics::register(reg),
+            members_alive,
+            fenced,
+        }
+    }
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -183,5 +300,31 @@ mod tests {
         }
         assert!(text.contains("metallb_k8s_client_updates_total 1"));
         assert!(text.contains("metallb_rs_config_info{sha256=\"abc\"} 1"));
+    }
+
+    /// Every name MetalLB's speaker exposes in layer 2 mode (spec §9), byte for byte.
+    #[test]
+    fn speaker_metric_names_match_metallb() {
+        let reg = Registry::new();
+        let s = SpeakerMetrics::register(&reg);
+        s.announced
+            .with_label_values(&["ns/svc", "layer2", "node-a", "203.0.113.1"])
+            .set(1);
+        for c in [
+            &s.layer2.requests_received,
+            &s.layer2.responses_sent,
+            &s.layer2.gratuitous_sent,
+        ] {
+            c.with_label_values(&["203.0.113.1"]).inc();
+        }
+        let text = render(&reg);
+        for line in [
+            "metallb_speaker_announced{ip=\"203.0.113.1\",node=\"node-a\",protocol=\"layer2\",service=\"ns/svc\"} 1",
+            "metallb_layer2_requests_received{ip=\"203.0.113.1\"} 1",
+            "metallb_layer2_responses_sent{ip=\"203.0.113.1\"} 1",
+            "metallb_layer2_gratuitous_sent{ip=\"203.0.113.1\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
     }
 }

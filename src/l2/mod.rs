@@ -22,3 +22,7 @@
 pub mod election;
 pub mod packet;
 pub mod plan;
+pub mod announcer;
+pub mod gratuitous;
+pub mod probe;
+pub mod sys;
