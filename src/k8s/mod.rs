@@ -6,3 +6,4 @@
 pub mod crds;
 pub mod events;
 pub mod service;
+pub mod source;

@@ -1,0 +1,161 @@
+//! Where both binaries get their inputs from: the API client, the namespace they run in, and
+//! the legacy config (the `config` ConfigMap through the API, or a mounted file).
+//!
+//! The config sources only deliver payloads; the hash gate and the validation live in
+//! [`crate::reload`], identical in both binaries.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event as WEvent};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::events::reference;
+
+/// One observation of the config source.
+#[derive(Debug, Clone)]
+pub struct ConfigInput {
+    /// The `config` key's payload (`None`: the ConfigMap or file does not exist; an absent key
+    /// reads as the empty payload, a valid empty config).
+    pub payload: Option<String>,
+    /// The ConfigMap, to attach Events to (`None` in file mode or when never seen).
+    pub reference: Option<ObjectReference>,
+}
+
+/// The namespace the process runs in: the flag, else the service account's namespace file,
+/// else `metallb-system`.
+pub fn namespace(flag: Option<String>) -> String {
+    flag.filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "metallb-system".into())
+}
+
+/// A client from `--kubeconfig` or the environment (in-cluster, then `~/.kube/config`).
+pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
+    match kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("reading kubeconfig {}", p.display()))?;
+            let cfg = kube::Config::from_custom_kubeconfig(
+                kc,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await?;
+            Ok(Client::try_from(cfg)?)
+        }
+        None => Ok(Client::try_default().await?),
+    }
+}
+
+/// Watch the ConfigMap `ns/name` and send every observation, mapped by `wrap`, until the
+/// receiver is gone. Needs only get/list/watch on configmaps in `ns` (MetalLB's
+/// `config-watcher` Role).
+pub async fn watch_configmap<T>(
+    client: Client,
+    ns: String,
+    name: String,
+    tx: mpsc::Sender<T>,
+    wrap: impl Fn(ConfigInput) -> T,
+) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &ns);
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut seen_in_init = false;
+    while let Some(ev) = stream.next().await {
+        let input = match ev {
+            Ok(WEvent::Init) => {
+                seen_in_init = false;
+                continue;
+            }
+            Ok(WEvent::InitApply(cm) | WEvent::Apply(cm)) => {
+                seen_in_init = true;
+                let payload = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("config"))
+                    .cloned()
+                    .unwrap_or_default();
+                ConfigInput {
+                    payload: Some(payload),
+                    reference: Some(reference(&cm)),
+                }
+            }
+            Ok(WEvent::InitDone) if !seen_in_init => ConfigInput {
+                payload: None,
+                reference: None,
+            },
+            Ok(WEvent::InitDone) => continue,
+            Ok(WEvent::Delete(cm)) => ConfigInput {
+                payload: None,
+                reference: Some(reference(&cm)),
+            },
+            Err(e) => {
+                warn!(error = %e, "ConfigMap watch failed; retrying");
+                continue;
+            }
+        };
+        if tx.send(wrap(input)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Watch a mounted config file. Kubelet swaps the ConfigMap volume's `..data` symlink
+/// atomically, so the directory is watched and the file re-read on any change; the reloader's
+/// hash gate drops repeats. A slow poll (10 s) covers a missed event.
+pub async fn watch_file<T>(path: PathBuf, tx: mpsc::Sender<T>, wrap: impl Fn(ConfigInput) -> T) {
+    use notify::{RecursiveMode, Watcher};
+    let read = |p: &PathBuf| ConfigInput {
+        payload: std::fs::read_to_string(p).ok(),
+        reference: None,
+    };
+    let (ntx, mut nrx) = mpsc::channel::<()>(16);
+    let dir = path
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let _ = ntx.try_send(());
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            warn!(error = %e, "Cannot watch the config file; polling it every 2s");
+            loop {
+                if tx.send(wrap(read(&path))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        warn!(error = %e, dir = %dir.display(), "Cannot watch the config directory");
+    }
+    if tx.send(wrap(read(&path))).await.is_err() {
+        return;
+    }
+    loop {
+        let _ = tokio::time::timeout(Duration::from_secs(10), nrx.recv()).await;
+        if tx.send(wrap(read(&path))).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Whether a kube error is an HTTP status `code` from the apiserver.
+pub fn is_status(err: &kube::Error, code: u16) -> bool {
+    matches!(err, kube::Error::Api(s) if s.code == code)
+}

@@ -1,0 +1,422 @@
+//! What a speaker knows about the cluster, reduced to what layer 2 decisions need, and the pure
+//! decisions over it: which speakers are live candidates, and what this node announces.
+//!
+//! Pure: no kube client, no tokio, no clock. The driver ([`super`]) folds watch events into a
+//! [`World`] with the `from_*` helpers and asks [`World::live_speakers`] and
+//! [`World::plan`]; every speaker computes the same answer from the same inputs.
+//!
+//! A speaker is a **live candidate** when all of these hold (issue #6, stricter than MetalLB
+//! 0.12, which looked only at memberlist):
+//! - its speaker Pod is listed, Ready and not being deleted (when the Pods list is available);
+//! - its Node is not NotReady/Unknown and has no `node.kubernetes.io/out-of-service` taint
+//!   (a Node we have not seen gives no evidence and does not exclude);
+//! - the liveness gossip says it is alive (when gossip runs; without gossip the Kubernetes
+//!   signals alone decide, which fixes MetalLB #2005: `Cluster` services are announced even
+//!   without memberlist);
+//! - optionally (`--honour-exclude-lb-label`), its Node lacks the
+//!   `node.kubernetes.io/exclude-from-external-load-balancers` label (0.12 ignored it, so the
+//!   default ignores it too).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::config::Config;
+use crate::k8s::service as svcs;
+use crate::l2::election::TrafficPolicy;
+use crate::l2::plan::{self, L2Service, Plan};
+
+/// The taint a cluster operator sets on a node that is known to be down.
+pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
+/// The label that (from MetalLB 0.14) excludes a node from announcing.
+pub const EXCLUDE_LB_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// A LoadBalancer Service, as far as layer 2 cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SvcInfo {
+    /// `status.loadBalancer.ingress[].ip`, in status order.
+    pub lb_ips: Vec<IpAddr>,
+    /// `spec.externalTrafficPolicy`.
+    pub policy: TrafficPolicy,
+}
+
+/// A speaker Pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeakerPod {
+    /// `spec.nodeName`.
+    pub node: String,
+    /// `status.podIP` (the node IP: speakers run with hostNetwork).
+    pub ip: Option<IpAddr>,
+    /// The `Ready` condition is `True` and no deletion is under way.
+    pub ready: bool,
+}
+
+/// What matters about a Node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeInfo {
+    /// `Ready` condition `False` or `Unknown`.
+    pub not_ready: bool,
+    /// Tainted `node.kubernetes.io/out-of-service`.
+    pub out_of_service: bool,
+    /// Labelled `node.kubernetes.io/exclude-from-external-load-balancers`.
+    pub exclude_lb: bool,
+}
+
+/// Everything the speaker knows, keyed for cheap updates.
+#[derive(Debug, Clone, Default)]
+pub struct World {
+    /// Services handled by us (LoadBalancer, our class), by `namespace/name`.
+    pub services: BTreeMap<String, SvcInfo>,
+    /// Nodes with a ready endpoint, by service key then by the EndpointSlice (or Endpoints)
+    /// name that reported them.
+    pub endpoints: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+    /// Speaker Pods by `namespace/name`; `None` while the Pods list is unavailable.
+    pub pods: Option<BTreeMap<String, SpeakerPod>>,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, NodeInfo>,
+    /// Honour the exclude-from-external-load-balancers label.
+    pub honour_exclude_label: bool,
+}
+
+impl World {
+    /// The speakers that are live candidates. `me` is this speaker's node; `gossip` the
+    /// gossip's alive set (`None` when gossip does not run).
+    pub fn live_speakers(&self, me: &str, gossip: Option<&BTreeSet<String>>) -> BTreeSet<String> {
+        let mut live: BTreeSet<String> = match &self.pods {
+            Some(pods) => pods
+                .values()
+                .filter(|p| p.ready)
+                .map(|p| p.node.clone())
+                .collect(),
+            // No Pods list (RBAC): gossip's view, or just this node.
+            None => match gossip {
+                Some(g) => g.clone(),
+                None => BTreeSet::from([me.to_string()]),
+            },
+        };
+        if let Some(g) = gossip {
+            live.retain(|n| g.contains(n));
+        }
+        live.retain(|n| match self.nodes.get(n) {
+            None => true,
+            Some(info) => {
+                !info.not_ready
+                    && !info.out_of_service
+                    && !(self.honour_exclude_label && info.exclude_lb)
+            }
+        });
+        live
+    }
+
+    /// Speaker peers to gossip with: the pod IPs of listed speaker Pods other than `me`'s,
+    /// ready or not (a speaker that is starting must be heard to become ready).
+    pub fn peer_ips(&self, me: &str) -> BTreeSet<IpAddr> {
+        self.pods
+            .iter()
+            .flat_map(|p| p.values())
+            .filter(|p| p.node != me)
+            .filter_map(|p| p.ip)
+            .collect()
+    }
+
+    /// How many speakers this speaker expects, itself included (for the majority in
+    /// fencing): the nodes of listed speaker Pods, plus this one.
+    pub fn known_speakers(&self, me: &str) -> usize {
+        let mut nodes: BTreeSet<&str> = self
+            .pods
+            .iter()
+            .flat_map(|p| p.values())
+            .map(|p| p.node.as_str())
+            .collect();
+        nodes.insert(me);
+        nodes.len()
+    }
+
+    /// The layer 2 plan of `me` under `config` with these live speakers.
+    pub fn plan(&self, config: &Config, live: &BTreeSet<String>, me: &str) -> Plan {
+        let services: Vec<L2Service> = self
+            .services
+            .iter()
+            .map(|(key, s)| L2Service {
+                key: key.clone(),
+                lb_ips: s.lb_ips.clone(),
+                policy: s.policy,
+                ready_endpoint_nodes: self
+                    .endpoints
+                    .get(key)
+                    .map(|by_src| by_src.values().flatten().cloned().collect())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        plan::plan(config, &services, live, me)
+    }
+}
+
+/// The service key and layer 2 view of a Service, or `None` when we do not handle it (not a
+/// LoadBalancer, or another `loadBalancerClass`).
+pub fn service_info(svc: &Service, lb_class: &str) -> Option<(String, SvcInfo)> {
+    let spec = svc.spec.as_ref()?;
+    if spec.type_.as_deref() != Some("LoadBalancer") || !svcs::class_matches(svc, lb_class) {
+        return None;
+    }
+    Some((
+        svcs::key(svc),
+        SvcInfo {
+            lb_ips: svcs::status_ips(svc),
+            policy: TrafficPolicy::from_k8s(spec.external_traffic_policy.as_deref()),
+        },
+    ))
+}
+
+/// The service key and the nodes with a ready endpoint in an EndpointSlice (`ready` nil or
+/// true counts as ready, as MetalLB does). `None` without the service-name label.
+pub fn slice_nodes(slice: &EndpointSlice) -> Option<(String, BTreeSet<String>)> {
+    let ns = slice.metadata.namespace.as_deref()?;
+    let svc = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get("kubernetes.io/service-name")?;
+    let nodes = slice
+        .endpoints
+        .iter()
+        .filter(|e| {
+            e.conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(true)
+        })
+        .filter_map(|e| {
+            e.node_name.clone().or_else(|| {
+                e.deprecated_topology
+                    .as_ref()
+                    .and_then(|t| t.get("kubernetes.io/hostname").cloned())
+            })
+        })
+        .collect();
+    Some((format!("{ns}/{svc}"), nodes))
+}
+
+/// The nodes with a ready address in an Endpoints object (`subsets[].addresses[]`, not
+/// `notReadyAddresses`).
+pub fn endpoints_nodes(ep: &Endpoints) -> BTreeSet<String> {
+    ep.subsets
+        .iter()
+        .flatten()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .filter_map(|a| a.node_name.clone())
+        .collect()
+}
+
+/// A speaker Pod's view, or `None` when it is not scheduled yet.
+pub fn speaker_pod(pod: &Pod) -> Option<SpeakerPod> {
+    let node = pod.spec.as_ref()?.node_name.clone()?;
+    let status = pod.status.as_ref();
+    let ready = pod.metadata.deletion_timestamp.is_none()
+        && status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let ip = status
+        .and_then(|s| s.pod_ip.as_deref())
+        .and_then(|ip| ip.parse().ok());
+    Some(SpeakerPod { node, ip, ready })
+}
+
+/// A Node's view.
+pub fn node_info(node: &Node) -> NodeInfo {
+    let not_ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status != "True");
+    let out_of_service = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT));
+    let exclude_lb = node
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(EXCLUDE_LB_LABEL));
+    NodeInfo {
+        not_ready,
+        out_of_service,
+        exclude_lb,
+    }
+}
+
+/// How a speaker decides who is live, given what it can reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Gossip (if running) and Kubernetes signals together.
+    Normal,
+    /// This speaker hears less than a majority of the speakers it knows but reaches the
+    /// apiserver: its gossip view cannot be trusted (it would elect itself for everything), so
+    /// it decides from Kubernetes signals alone, like a speaker without gossip.
+    KubernetesOnly,
+    /// It reaches neither a majority of the speakers nor the apiserver: it is the partitioned
+    /// side and announces nothing, so it cannot keep stealing IPs that the majority side
+    /// (which sees it dead) has handed to another node.
+    Fenced,
+}
+
+/// The [`Mode`] for `heard` speakers alive in gossip (itself included; `None` without gossip)
+/// out of `known` expected, with the apiserver reachable or not.
+///
+/// Without gossip a speaker is never fenced: it cannot tell a partition from an apiserver
+/// restart, and fencing on the apiserver alone would take every IP down during an apiserver
+/// upgrade. A majority is strict (more than half), so of two halves neither claims it.
+pub fn mode(heard: Option<usize>, known: usize, api_ok: bool) -> Mode {
+    let Some(heard) = heard else {
+        return Mode::Normal;
+    };
+    if heard.min(known) * 2 > known {
+        Mode::Normal
+    } else if api_ok {
+        Mode::KubernetesOnly
+    } else {
+        Mode::Fenced
+    }
+}
+
+/// The speaker-side stale check (MetalLB: "service has no configuration under new config"):
+/// every IP this node announces must still be in some pool of the new config.
+pub fn check_announced(config: &Config, announced: &BTreeMap<IpAddr, Vec<String>>) -> Result<(), String> {
+    let stranded: Vec<String> = announced
+        .iter()
+        .filter(|(ip, _)| plan::pool_for(config, &[**ip]).is_none())
+        .map(|(ip, svcs)| format!("{} announces {ip}", svcs.join(", ")))
+        .collect();
+    if stranded.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "new config not compatible with announced IPs: {} (no pool contains them)",
+            stranded.join("; ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(xs: &[&str]) -> BTreeSet<String> {
+        xs.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn pod(node: &str, ready: bool) -> SpeakerPod {
+        SpeakerPod {
+            node: node.into(),
+            ip: None,
+            ready,
+        }
+    }
+
+    fn world(pods: &[(&str, bool)]) -> World {
+        World {
+            pods: Some(
+                pods.iter()
+                    .map(|(n, r)| (format!("ns/speaker-{n}"), pod(n, *r)))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn live_needs_ready_pod_and_gossip() {
+        let w = world(&[("a", true), ("b", true), ("c", false)]);
+        assert_eq!(w.live_speakers("a", None), set(&["a", "b"]));
+        assert_eq!(w.live_speakers("a", Some(&set(&["a", "c"]))), set(&["a"]));
+    }
+
+    #[test]
+    fn node_conditions_exclude() {
+        let mut w = world(&[("a", true), ("b", true), ("c", true)]);
+        w.nodes.insert(
+            "b".into(),
+            NodeInfo {
+                not_ready: true,
+                ..Default::default()
+            },
+        );
+        w.nodes.insert(
+            "c".into(),
+            NodeInfo {
+                out_of_service: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(w.live_speakers("a", None), set(&["a"]));
+    }
+
+    #[test]
+    fn exclude_label_only_when_honoured() {
+        let mut w = world(&[("a", true), ("b", true)]);
+        w.nodes.insert(
+            "b".into(),
+            NodeInfo {
+                exclude_lb: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(w.live_speakers("a", None), set(&["a", "b"]));
+        w.honour_exclude_label = true;
+        assert_eq!(w.live_speakers("a", None), set(&["a"]));
+    }
+
+    #[test]
+    fn without_pods_list_gossip_or_self_decides() {
+        let w = World::default();
+        assert_eq!(w.live_speakers("a", None), set(&["a"]));
+        assert_eq!(w.live_speakers("a", Some(&set(&["a", "b"]))), set(&["a", "b"]));
+    }
+
+    #[test]
+    fn known_and_peers() {
+        let mut w = world(&[("a", true), ("b", false)]);
+        if let Some(p) = w.pods.as_mut() {
+            for (i, sp) in p.values_mut().enumerate() {
+                sp.ip = Some(IpAddr::from([192, 0, 2, i as u8 + 1]));
+            }
+        }
+        assert_eq!(w.known_speakers("z"), 3);
+        assert_eq!(w.known_speakers("a"), 2);
+        assert_eq!(w.peer_ips("a").len(), 1);
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(mode(None, 3, false), Mode::Normal);
+        assert_eq!(mode(Some(2), 3, false), Mode::Normal);
+        assert_eq!(mode(Some(1), 3, true), Mode::KubernetesOnly);
+        assert_eq!(mode(Some(1), 3, false), Mode::Fenced);
+        // Two of four is not a majority.
+        assert_eq!(mode(Some(2), 4, false), Mode::Fenced);
+        assert_eq!(mode(Some(3), 4, false), Mode::Normal);
+        // Alone in the cluster: always a majority of one.
+        assert_eq!(mode(Some(1), 1, false), Mode::Normal);
+        // Stale gossip members beyond the known set do not make a majority.
+        assert_eq!(mode(Some(9), 4, false), Mode::Normal);
+    }
+
+    #[test]
+    fn stale_check_names_service_and_ip() {
+        let cfg = crate::config::parse_payload(
+            "address-pools:\n- name: p\n  protocol: layer2\n  addresses: [203.0.113.0/28]\n",
+        )
+        .expect("config");
+        let mut ann = BTreeMap::new();
+        ann.insert("203.0.113.1".parse().expect("ip"), vec!["ns/a".to_string()]);
+        assert!(check_announced(&cfg, &ann).is_ok());
+        ann.insert("203.0.113.99".parse().expect("ip"), vec!["ns/b".to_string()]);
+        let err = check_announced(&cfg, &ann).expect_err("stranded");
+        assert!(err.contains("ns/b announces 203.0.113.99"), "{err}");
+        assert!(!err.contains("ns/a"), "{err}");
+    }
+}
