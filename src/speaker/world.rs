@@ -182,12 +182,7 @@ pub fn slice_nodes(slice: &EndpointSlice) -> Option<(String, BTreeSet<String>)> 
     let nodes = slice
         .endpoints
         .iter()
-        .filter(|e| {
-            e.conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true)
-        })
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
         .filter_map(|e| {
             e.node_name.clone().or_else(|| {
                 e.deprecated_topology
@@ -285,7 +280,10 @@ pub fn mode(heard: Option<usize>, known: usize, api_ok: bool) -> Mode {
 
 /// The speaker-side stale check (MetalLB: "service has no configuration under new config"):
 /// every IP this node announces must still be in some pool of the new config.
-pub fn check_announced(config: &Config, announced: &BTreeMap<IpAddr, Vec<String>>) -> Result<(), String> {
+pub fn check_announced(
+    config: &Config,
+    announced: &BTreeMap<IpAddr, Vec<String>>,
+) -> Result<(), String> {
     let stranded: Vec<String> = announced
         .iter()
         .filter(|(ip, _)| plan::pool_for(config, &[**ip]).is_none())
@@ -374,7 +372,10 @@ mod tests {
     fn without_pods_list_gossip_or_self_decides() {
         let w = World::default();
         assert_eq!(w.live_speakers("a", None), set(&["a"]));
-        assert_eq!(w.live_speakers("a", Some(&set(&["a", "b"]))), set(&["a", "b"]));
+        assert_eq!(
+            w.live_speakers("a", Some(&set(&["a", "b"]))),
+            set(&["a", "b"])
+        );
     }
 
     #[test]
@@ -414,7 +415,10 @@ mod tests {
         let mut ann = BTreeMap::new();
         ann.insert("203.0.113.1".parse().expect("ip"), vec!["ns/a".to_string()]);
         assert!(check_announced(&cfg, &ann).is_ok());
-        ann.insert("203.0.113.99".parse().expect("ip"), vec!["ns/b".to_string()]);
+        ann.insert(
+            "203.0.113.99".parse().expect("ip"),
+            vec!["ns/b".to_string()],
+        );
         let err = check_announced(&cfg, &ann).expect_err("stranded");
         assert!(err.contains("ns/b announces 203.0.113.99"), "{err}");
         assert!(!err.contains("ns/a"), "{err}");
