@@ -102,9 +102,8 @@ impl World {
         live.retain(|n| match self.nodes.get(n) {
             None => true,
             Some(info) => {
-                !info.not_ready
-                    && !info.out_of_service
-                    && !(self.honour_exclude_label && info.exclude_lb)
+                let excluded = self.honour_exclude_label && info.exclude_lb;
+                !info.not_ready && !info.out_of_service && !excluded
             }
         });
         live
@@ -269,12 +268,13 @@ pub fn mode(heard: Option<usize>, known: usize, api_ok: bool) -> Mode {
     let Some(heard) = heard else {
         return Mode::Normal;
     };
-    if heard.min(known) * 2 > known {
-        Mode::Normal
-    } else if api_ok {
-        Mode::KubernetesOnly
-    } else {
+    let heard = heard.min(known);
+    if super::liveness::fenced(api_ok, heard, known) {
         Mode::Fenced
+    } else if heard * 2 > known {
+        Mode::Normal
+    } else {
+        Mode::KubernetesOnly
     }
 }
 
