@@ -22,11 +22,12 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
-    /// The tracing `EnvFilter` directive for this level.
+    /// The tracing `EnvFilter` directive for this level. `debug` is MetalLB's debug: our own
+    /// decisions, not every HTTP request of the client libraries (`all` shows those too).
     pub fn directive(self) -> &'static str {
         match self {
             LogLevel::All => "trace",
-            LogLevel::Debug => "debug",
+            LogLevel::Debug => "info,metallb_rs=debug",
             LogLevel::Info => "info",
             LogLevel::Warn => "warn",
             LogLevel::Error => "error",
@@ -100,7 +101,7 @@ mod tests {
     fn parses_every_metallb_level() {
         for (s, d) in [
             ("all", "trace"),
-            ("debug", "debug"),
+            ("debug", "info,metallb_rs=debug"),
             ("info", "info"),
             ("warn", "warn"),
             ("error", "error"),

@@ -19,10 +19,10 @@
 //! They take values and return values, and are tested by value (byte-exact codec tests, an
 //! election parity table computed independently with `sha256sum`).
 
+pub mod announcer;
 pub mod election;
+pub mod gratuitous;
 pub mod packet;
 pub mod plan;
-pub mod announcer;
-pub mod gratuitous;
 pub mod probe;
 pub mod sys;

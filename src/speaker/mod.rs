@@ -3,6 +3,9 @@
 //!
 //! (in progress)
 
+mod driver;
 pub mod gossip;
 pub mod liveness;
 pub mod world;
+
+pub use driver::Args;

@@ -248,22 +248,26 @@ pub fn node_info(node: &Node) -> NodeInfo {
 pub enum Mode {
     /// Gossip (if running) and Kubernetes signals together.
     Normal,
-    /// This speaker hears less than a majority of the speakers it knows but reaches the
-    /// apiserver: its gossip view cannot be trusted (it would elect itself for everything), so
-    /// it decides from Kubernetes signals alone, like a speaker without gossip.
+    /// This speaker hears less than half of the speakers it knows but reaches the apiserver:
+    /// its gossip view cannot be trusted (it would elect itself for everything), so it decides
+    /// from Kubernetes signals alone, like a speaker without gossip. When gossip is broken
+    /// everywhere, every speaker lands here and they still agree.
     KubernetesOnly,
-    /// It reaches neither a majority of the speakers nor the apiserver: it is the partitioned
-    /// side and announces nothing, so it cannot keep stealing IPs that the majority side
-    /// (which sees it dead) has handed to another node.
+    /// It reaches neither a strict majority of the speakers nor the apiserver: it is the
+    /// partitioned side and announces nothing, so it cannot keep stealing IPs that the
+    /// majority side (which sees it dead) has handed to another node.
     Fenced,
 }
 
 /// The [`Mode`] for `heard` speakers alive in gossip (itself included; `None` without gossip)
 /// out of `known` expected, with the apiserver reachable or not.
 ///
-/// Without gossip a speaker is never fenced: it cannot tell a partition from an apiserver
-/// restart, and fencing on the apiserver alone would take every IP down during an apiserver
-/// upgrade. A majority is strict (more than half), so of two halves neither claims it.
+/// - Fenced needs both losses ([`super::liveness::fenced`]): no strict majority and no
+///   apiserver. Without gossip a speaker is never fenced: it cannot tell a partition from an
+///   apiserver restart, and fencing on the apiserver alone would take every IP down during an
+///   apiserver upgrade.
+/// - Gossip is trusted while it shows at least half of the known speakers, so the survivor of
+///   a two-speaker cluster takes over at once when its peer dies (it hears one of two).
 pub fn mode(heard: Option<usize>, known: usize, api_ok: bool) -> Mode {
     let Some(heard) = heard else {
         return Mode::Normal;
@@ -271,7 +275,7 @@ pub fn mode(heard: Option<usize>, known: usize, api_ok: bool) -> Mode {
     let heard = heard.min(known);
     if super::liveness::fenced(api_ok, heard, known) {
         Mode::Fenced
-    } else if heard * 2 > known {
+    } else if heard * 2 >= known {
         Mode::Normal
     } else {
         Mode::KubernetesOnly
@@ -397,8 +401,13 @@ mod tests {
         assert_eq!(mode(Some(2), 3, false), Mode::Normal);
         assert_eq!(mode(Some(1), 3, true), Mode::KubernetesOnly);
         assert_eq!(mode(Some(1), 3, false), Mode::Fenced);
-        // Two of four is not a majority.
+        // Two of four is not a majority (fenced without the apiserver) but is half (trusted).
         assert_eq!(mode(Some(2), 4, false), Mode::Fenced);
+        assert_eq!(mode(Some(2), 4, true), Mode::Normal);
+        // The survivor of two takes over; cut off from everything, it is fenced.
+        assert_eq!(mode(Some(1), 2, true), Mode::Normal);
+        assert_eq!(mode(Some(1), 2, false), Mode::Fenced);
+        assert_eq!(mode(Some(1), 5, true), Mode::KubernetesOnly);
         assert_eq!(mode(Some(3), 4, false), Mode::Normal);
         // Alone in the cluster: always a majority of one.
         assert_eq!(mode(Some(1), 1, false), Mode::Normal);

@@ -1,0 +1,898 @@
+//! The speaker's I/O driver: watches, polls, gossip and the announcer around one decision
+//! loop. See the [module docs](super) for the design.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Endpoints, Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event as WEvent};
+use kube::{Client, Resource as _};
+use prometheus::Registry;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::cli::{LogFormat, LogLevel};
+use crate::k8s::events::{Kind, Recorder};
+use crate::k8s::source::{self, ConfigInput};
+use crate::l2::announcer::Announcer;
+use crate::l2::plan::Plan;
+use crate::metrics::{ClientMetrics, SpeakerMetrics};
+use crate::reload::{Reload, Reloader};
+
+use super::gossip::{Gossip, GossipConfig, LiveView};
+use super::world::{self, Mode, World};
+
+/// Event source of the speaker.
+const COMPONENT: &str = "metallb-speaker";
+/// Pods list period (MetalLB 0.9–0.12 RBAC grants `list` only, so the list is polled).
+const POD_POLL: Duration = Duration::from_secs(3);
+/// Pods list period while this speaker hears less than a majority (the list doubles as the
+/// apiserver reachability probe for fencing).
+const POD_POLL_MINORITY: Duration = Duration::from_secs(1);
+/// Timeout of one Pods list; a slower answer counts as "apiserver unreachable".
+const API_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Speaker flags: every flag and env var of MetalLB 0.9–0.12's speaker, plus ours.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "speaker",
+    version,
+    about = "metallb-rs speaker: announces LoadBalancer IPs (layer 2: ARP/NDP)"
+)]
+pub struct Args {
+    /// Port for /metrics, /healthz and /readyz (MetalLB 0.10+ default; manifests pass 7472).
+    #[arg(long, default_value_t = 7472)]
+    pub port: u16,
+    /// Address for /metrics (the node IP in MetalLB's manifests; empty: all addresses).
+    #[arg(long, env = "METALLB_HOST", default_value = "")]
+    pub host: String,
+    /// Name of the MetalLB ConfigMap.
+    #[arg(long, default_value = "config")]
+    pub config: String,
+    /// Namespace of the ConfigMap and the speaker Pods (default: the pod's namespace).
+    #[arg(long, env = "METALLB_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Path to a kubeconfig (default: in-cluster, then ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The node this speaker runs on (required).
+    #[arg(long = "node-name", env = "METALLB_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Address the liveness gossip binds to (the pod IP = node IP).
+    #[arg(long = "ml-bindaddr", env = "METALLB_ML_BIND_ADDR")]
+    pub ml_bindaddr: Option<String>,
+    /// Port of the liveness gossip.
+    #[arg(
+        long = "ml-bindport",
+        env = "METALLB_ML_BIND_PORT",
+        default_value_t = 7946
+    )]
+    pub ml_bindport: u16,
+    /// Label selector of the speaker Pods (e.g. `app=metallb,component=speaker`).
+    #[arg(long = "ml-labels", env = "METALLB_ML_LABELS")]
+    pub ml_labels: Option<String>,
+    /// Namespace of the speaker Pods (0.9; default: the speaker's namespace).
+    #[arg(long = "ml-namespace", env = "METALLB_ML_NAMESPACE")]
+    pub ml_namespace: Option<String>,
+    /// The shared secret authenticating the gossip (the `memberlist` Secret's `secretkey`).
+    #[arg(
+        long = "ml-secret-key",
+        env = "METALLB_ML_SECRET_KEY",
+        hide_env_values = true
+    )]
+    pub ml_secret_key: Option<String>,
+    /// Log level: all, debug, info, warn, error, none.
+    #[arg(long = "log-level", default_value = "info")]
+    pub log_level: LogLevel,
+    /// Log format.
+    #[arg(long = "log-format", value_enum, default_value = "plain")]
+    pub log_format: LogFormat,
+    /// Read Endpoints instead of EndpointSlices.
+    #[arg(long = "disable-epslices", default_value_t = false)]
+    pub disable_epslices: bool,
+    /// Accepted for compatibility (no pprof in a Rust binary).
+    #[arg(long = "enable-pprof", default_value_t = false)]
+    pub enable_pprof: bool,
+    /// MetalLB 0.12's BGP implementation switch (`native` or `frr`); accepted, layer 2 ignores it.
+    #[arg(long = "bgp-type", env = "METALLB_BGP_TYPE", default_value = "native")]
+    pub bgp_type: String,
+    /// Read the legacy config from this file (a mounted ConfigMap key) instead of the API.
+    #[arg(long = "config-file")]
+    pub config_file: Option<PathBuf>,
+    /// Announce only Services of this loadBalancerClass (empty: only Services without a class).
+    #[arg(long = "lb-class", default_value = "")]
+    pub lb_class: String,
+    /// Do not announce from nodes labelled
+    /// `node.kubernetes.io/exclude-from-external-load-balancers` (MetalLB 0.12 ignores it).
+    #[arg(long = "honour-exclude-lb-label", default_value_t = false)]
+    pub honour_exclude_lb_label: bool,
+    /// Gossip heartbeat interval in milliseconds.
+    #[arg(long = "ml-interval-ms", default_value_t = 100)]
+    pub ml_interval_ms: u64,
+    /// A speaker not heard from for this many milliseconds is dead.
+    #[arg(long = "ml-dead-after-ms", default_value_t = 600)]
+    pub ml_dead_after_ms: u64,
+}
+
+/// A compact update from a watch or poll.
+#[derive(Debug)]
+enum Input {
+    Config(ConfigInput),
+    /// Start of a (re)list of a kind.
+    Relist(Kind_),
+    /// End of a (re)list: drop what was not seen.
+    RelistDone(Kind_),
+    Service(String, Option<(world::SvcInfo, ObjectReference)>),
+    /// (slice key, service key, ready nodes); `None` nodes = deleted.
+    Slice(String, String, Option<BTreeSet<String>>),
+    /// (service key, ready nodes); `None` = deleted.
+    Endpoints(String, Option<BTreeSet<String>>),
+    Node(String, Option<world::NodeInfo>),
+    /// A Pods list result (`None`: failed or timed out; `Some(None)` forbidden).
+    Pods(Option<Option<BTreeMap<String, world::SpeakerPod>>>),
+    Live(LiveView),
+    Shutdown,
+}
+
+/// The kinds that are relisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind_ {
+    Services,
+    Slices,
+    Endpoints,
+    Nodes,
+}
+
+impl Args {
+    /// Run the speaker until SIGTERM/SIGINT.
+    pub async fn run(self) -> anyhow::Result<()> {
+        crate::cli::init_tracing(self.log_level, self.log_format);
+        let Some(me) = self.node_name.clone().filter(|n| !n.is_empty()) else {
+            anyhow::bail!("must specify --node-name or METALLB_NODE_NAME");
+        };
+        let ns = source::namespace(self.namespace.clone());
+        let pods_ns = self
+            .ml_namespace
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| ns.clone());
+        let client = source::client(self.kubeconfig.as_deref()).await?;
+        info!(node = %me, namespace = %ns, config = %self.config, version = env!("CARGO_PKG_VERSION"), "Starting metallb-rs speaker");
+        if self.enable_pprof {
+            info!("--enable-pprof is accepted for compatibility; there is no pprof endpoint");
+        }
+        if self.bgp_type != "native" {
+            info!(bgp_type = %self.bgp_type, "METALLB_BGP_TYPE is accepted for compatibility; this speaker has one implementation");
+        }
+
+        let registry = Registry::new();
+        let client_metrics = ClientMetrics::register(&registry);
+        let metrics = SpeakerMetrics::register(&registry);
+        let ready = Arc::new(AtomicBool::new(false));
+        let host: IpAddr = if self.host.is_empty() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            self.host
+                .parse()
+                .with_context(|| format!("--host / METALLB_HOST {:?} is not an IP", self.host))?
+        };
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(host, self.port))
+            .await
+            .with_context(|| format!("binding the metrics port {host}:{}", self.port))?;
+        tokio::spawn(crate::http::serve(
+            listener,
+            registry.clone(),
+            ready.clone(),
+        ));
+
+        let announcer = Announcer::start(metrics.layer2.clone())
+            .await
+            .context("starting the layer 2 announcer (needs CAP_NET_RAW)")?;
+        info!(interfaces = ?announcer.interfaces(), "Layer 2 announcer started");
+
+        let (tx, rx) = mpsc::channel(1024);
+        let labels = self.ml_labels.clone().filter(|s| !s.is_empty());
+        let gossip = match (
+            self.ml_bindaddr.as_deref().filter(|s| !s.is_empty()),
+            &labels,
+        ) {
+            (Some(addr), Some(_)) => {
+                let ip: IpAddr = addr
+                    .parse()
+                    .with_context(|| format!("--ml-bindaddr {addr:?} is not an IP"))?;
+                let secret = self.ml_secret_key.clone().filter(|s| !s.is_empty());
+                if secret.is_none() {
+                    warn!("no ml-secret-key set, liveness gossip will not be authenticated");
+                }
+                let (g, mut view) = Gossip::start(GossipConfig {
+                    node_name: me.clone(),
+                    bind: SocketAddr::new(ip, self.ml_bindport),
+                    secret,
+                    interval: Duration::from_millis(self.ml_interval_ms.max(10)),
+                    dead_after: Duration::from_millis(self.ml_dead_after_ms.max(50)),
+                })
+                .await
+                .context("starting the liveness gossip")?;
+                let gtx = tx.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let v = view.borrow_and_update().clone();
+                        if gtx.send(Input::Live(v)).await.is_err() {
+                            return;
+                        }
+                        if view.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                Some(g)
+            }
+            _ => {
+                info!(
+                    "not starting fast dead node detection (gossip), need ml-bindaddr / ml-labels config; Kubernetes signals alone decide liveness"
+                );
+                None
+            }
+        };
+
+        match &self.config_file {
+            Some(path) => {
+                tokio::spawn(source::watch_file(path.clone(), tx.clone(), Input::Config));
+            }
+            None => {
+                tokio::spawn(source::watch_configmap(
+                    client.clone(),
+                    ns.clone(),
+                    self.config.clone(),
+                    tx.clone(),
+                    Input::Config,
+                ));
+            }
+        }
+        tokio::spawn(watch_services(
+            client.clone(),
+            self.lb_class.clone(),
+            tx.clone(),
+        ));
+        let use_slices = !self.disable_epslices && slices_allowed(&client).await;
+        if use_slices {
+            tokio::spawn(watch_slices(client.clone(), tx.clone()));
+        } else {
+            tokio::spawn(watch_endpoints(client.clone(), tx.clone()));
+        }
+        tokio::spawn(watch_nodes(client.clone(), tx.clone()));
+        let (poll_tx, poll_rx) = watch::channel(POD_POLL);
+        tokio::spawn(poll_pods(
+            client.clone(),
+            pods_ns,
+            labels.unwrap_or_else(|| "app=metallb,component=speaker".into()),
+            poll_rx,
+            tx.clone(),
+        ));
+        {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = tx.send(Input::Shutdown).await;
+            });
+        }
+
+        let mut state = State {
+            me: me.clone(),
+            recorder: Recorder::new(client.clone(), COMPONENT, Some(me.clone())),
+            world: World {
+                honour_exclude_label: self.honour_exclude_lb_label,
+                ..Default::default()
+            },
+            refs: BTreeMap::new(),
+            slice_owner: BTreeMap::new(),
+            relisting: BTreeMap::new(),
+            synced: BTreeSet::new(),
+            expect_synced: BTreeSet::from([
+                Kind_::Services,
+                if use_slices {
+                    Kind_::Slices
+                } else {
+                    Kind_::Endpoints
+                },
+                Kind_::Nodes,
+            ]),
+            pods_seen: false,
+            api_ok: true,
+            gossip_view: None,
+            gossip_port: self.ml_bindport,
+            gossip_started: Instant::now(),
+            warmup: Duration::from_millis(self.ml_dead_after_ms.max(50) * 2),
+            gossip,
+            reload: Reloader::new(),
+            config_ref: None,
+            announcer,
+            owned: BTreeMap::new(),
+            last_live: BTreeSet::new(),
+            mode: Mode::Normal,
+            poll_tx,
+            client_metrics,
+            metrics,
+            ready,
+        };
+        state.run(rx).await
+    }
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Whether EndpointSlices can be listed (MetalLB 0.9.6's RBAC does not grant them).
+async fn slices_allowed(client: &Client) -> bool {
+    let api: Api<EndpointSlice> = Api::all(client.clone());
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => true,
+        Err(e) => {
+            warn!(error = %e, "Cannot list EndpointSlices; reading Endpoints instead");
+            false
+        }
+    }
+}
+
+/// Forward a watcher's stream, mapping objects with `f` (`None` for deletes).
+async fn forward<K, F>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    kind: Kind_,
+    tx: mpsc::Sender<Input>,
+    f: F,
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    F: Fn(&K, bool) -> Option<Input>,
+{
+    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    while let Some(ev) = stream.next().await {
+        let input = match ev {
+            Ok(WEvent::Init) => Some(Input::Relist(kind)),
+            Ok(WEvent::InitDone) => Some(Input::RelistDone(kind)),
+            Ok(WEvent::InitApply(o) | WEvent::Apply(o)) => f(&o, true),
+            Ok(WEvent::Delete(o)) => f(&o, false),
+            Err(e) => {
+                warn!(error = %e, kind = ?kind, "Watch failed; retrying");
+                None
+            }
+        };
+        if let Some(input) = input
+            && tx.send(input).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn watch_services(client: Client, lb_class: String, tx: mpsc::Sender<Input>) {
+    let api: Api<Service> = Api::all(client);
+    forward(
+        api,
+        watcher::Config::default().page_size(500),
+        Kind_::Services,
+        tx,
+        move |svc, present| {
+            let key = crate::k8s::service::key(svc);
+            let info = present
+                .then(|| world::service_info(svc, &lb_class))
+                .flatten()
+                .map(|(_, info)| (info, crate::k8s::events::reference(svc)));
+            Some(Input::Service(key, info))
+        },
+    )
+    .await;
+}
+
+async fn watch_slices(client: Client, tx: mpsc::Sender<Input>) {
+    let api: Api<EndpointSlice> = Api::all(client);
+    forward(
+        api,
+        watcher::Config::default().page_size(500),
+        Kind_::Slices,
+        tx,
+        |slice, present| {
+            let slice_key = format!(
+                "{}/{}",
+                slice.metadata.namespace.as_deref().unwrap_or_default(),
+                slice.metadata.name.as_deref().unwrap_or_default()
+            );
+            let (svc, nodes) = world::slice_nodes(slice)?;
+            Some(Input::Slice(slice_key, svc, present.then_some(nodes)))
+        },
+    )
+    .await;
+}
+
+async fn watch_endpoints(client: Client, tx: mpsc::Sender<Input>) {
+    let api: Api<Endpoints> = Api::all(client);
+    forward(
+        api,
+        watcher::Config::default().page_size(500),
+        Kind_::Endpoints,
+        tx,
+        |ep, present| {
+            let key = format!(
+                "{}/{}",
+                ep.metadata.namespace.as_deref().unwrap_or_default(),
+                ep.metadata.name.as_deref().unwrap_or_default()
+            );
+            Some(Input::Endpoints(
+                key,
+                present.then(|| world::endpoints_nodes(ep)),
+            ))
+        },
+    )
+    .await;
+}
+
+async fn watch_nodes(client: Client, tx: mpsc::Sender<Input>) {
+    let api: Api<Node> = Api::all(client);
+    forward(
+        api,
+        watcher::Config::default(),
+        Kind_::Nodes,
+        tx,
+        |node, present| {
+            let name = node.metadata.name.clone()?;
+            Some(Input::Node(name, present.then(|| world::node_info(node))))
+        },
+    )
+    .await;
+}
+
+/// Poll the speaker Pods (MetalLB's RBAC grants `list` only). The period comes from `period`
+/// (shorter while this speaker hears a minority; a change triggers an immediate poll).
+async fn poll_pods(
+    client: Client,
+    ns: String,
+    labels: String,
+    mut period: watch::Receiver<Duration>,
+    tx: mpsc::Sender<Input>,
+) {
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    let lp = ListParams::default().labels(&labels);
+    let mut forbidden_logged = false;
+    loop {
+        let result = match tokio::time::timeout(API_PROBE_TIMEOUT, api.list(&lp)).await {
+            Ok(Ok(list)) => Some(Some(
+                list.items
+                    .iter()
+                    .filter_map(|p| {
+                        let key = format!(
+                            "{}/{}",
+                            p.meta().namespace.as_deref().unwrap_or_default(),
+                            p.meta().name.as_deref().unwrap_or_default()
+                        );
+                        world::speaker_pod(p).map(|sp| (key, sp))
+                    })
+                    .collect(),
+            )),
+            Ok(Err(e)) if source::is_status(&e, 403) => {
+                if !forbidden_logged {
+                    warn!(error = %e, "Cannot list speaker Pods; peers come from gossip only and Pod readiness is not used");
+                    forbidden_logged = true;
+                }
+                Some(None)
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "Listing speaker Pods failed");
+                None
+            }
+            Err(_) => {
+                debug!("Listing speaker Pods timed out");
+                None
+            }
+        };
+        if tx.send(Input::Pods(result)).await.is_err() {
+            return;
+        }
+        let wait = *period.borrow_and_update();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            r = period.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// Everything the loop owns.
+struct State {
+    me: String,
+    recorder: Recorder,
+    world: World,
+    /// Object references of handled Services (for Events).
+    refs: BTreeMap<String, ObjectReference>,
+    /// Slice key → service key (to drop slices that vanish during a relist).
+    slice_owner: BTreeMap<String, String>,
+    /// Keys seen during a running relist, per kind.
+    relisting: BTreeMap<Kind_, BTreeSet<String>>,
+    synced: BTreeSet<Kind_>,
+    expect_synced: BTreeSet<Kind_>,
+    pods_seen: bool,
+    /// The latest apiserver probe (Pods list) succeeded.
+    api_ok: bool,
+    gossip_view: Option<LiveView>,
+    gossip_port: u16,
+    gossip_started: Instant,
+    warmup: Duration,
+    gossip: Option<Gossip>,
+    reload: Reloader,
+    config_ref: Option<ObjectReference>,
+    announcer: Announcer,
+    /// What this node announces: IP → services.
+    owned: BTreeMap<IpAddr, Vec<String>>,
+    last_live: BTreeSet<String>,
+    mode: Mode,
+    poll_tx: watch::Sender<Duration>,
+    client_metrics: ClientMetrics,
+    metrics: SpeakerMetrics,
+    ready: Arc<AtomicBool>,
+}
+
+impl State {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Input>) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                input = rx.recv() => {
+                    let Some(input) = input else { break };
+                    if matches!(input, Input::Shutdown) {
+                        break;
+                    }
+                    self.apply(input).await;
+                    // Fold everything already queued before deciding once.
+                    while let Ok(more) = rx.try_recv() {
+                        if matches!(more, Input::Shutdown) {
+                            return self.shutdown().await;
+                        }
+                        self.apply(more).await;
+                    }
+                    self.decide().await;
+                }
+                _ = tick.tick() => self.decide().await,
+            }
+        }
+        self.shutdown().await
+    }
+
+    /// Planned stop: tell the other speakers first (they take over at once), then go quiet.
+    async fn shutdown(&mut self) -> anyhow::Result<()> {
+        info!("Shutting down: leaving the gossip and withdrawing announcements");
+        if let Some(g) = self.gossip.take() {
+            g.leave().await;
+        }
+        self.announcer.set_owned(BTreeSet::new());
+        Ok(())
+    }
+
+    async fn apply(&mut self, input: Input) {
+        self.client_metrics.updates.inc();
+        match input {
+            Input::Config(c) => {
+                if c.reference.is_some() {
+                    self.config_ref = c.reference.clone();
+                }
+                let owned = &self.owned;
+                let outcome = self.reload.offer(c.payload.as_deref(), |cfg| {
+                    world::check_announced(cfg, owned)
+                });
+                self.handle_reload(outcome).await;
+            }
+            Input::Relist(k) => {
+                self.relisting.insert(k, BTreeSet::new());
+            }
+            Input::RelistDone(k) => {
+                let seen = self.relisting.remove(&k).unwrap_or_default();
+                match k {
+                    Kind_::Services => {
+                        self.world.services.retain(|key, _| seen.contains(key));
+                        self.refs.retain(|key, _| seen.contains(key));
+                    }
+                    Kind_::Slices => {
+                        let gone: Vec<(String, String)> = self
+                            .slice_owner
+                            .iter()
+                            .filter(|(s, _)| !seen.contains(*s))
+                            .map(|(s, o)| (s.clone(), o.clone()))
+                            .collect();
+                        for (slice, svc) in gone {
+                            self.remove_slice(&slice, &svc);
+                        }
+                    }
+                    Kind_::Endpoints => self.world.endpoints.retain(|key, _| seen.contains(key)),
+                    Kind_::Nodes => self.world.nodes.retain(|key, _| seen.contains(key)),
+                }
+                self.synced.insert(k);
+            }
+            Input::Service(key, info) => {
+                self.mark_seen(Kind_::Services, &key);
+                match info {
+                    Some((info, r)) => {
+                        self.world.services.insert(key.clone(), info);
+                        self.refs.insert(key, r);
+                    }
+                    None => {
+                        self.world.services.remove(&key);
+                        self.refs.remove(&key);
+                    }
+                }
+            }
+            Input::Slice(slice, svc, nodes) => {
+                self.mark_seen(Kind_::Slices, &slice);
+                match nodes {
+                    Some(nodes) => {
+                        if let Some(old) = self.slice_owner.get(&slice).cloned()
+                            && old != svc
+                        {
+                            self.remove_slice(&slice, &old);
+                        }
+                        self.slice_owner.insert(slice.clone(), svc.clone());
+                        self.world
+                            .endpoints
+                            .entry(svc)
+                            .or_default()
+                            .insert(slice, nodes);
+                    }
+                    None => self.remove_slice(&slice, &svc),
+                }
+            }
+            Input::Endpoints(key, nodes) => {
+                self.mark_seen(Kind_::Endpoints, &key);
+                match nodes {
+                    Some(nodes) => {
+                        self.world
+                            .endpoints
+                            .insert(key, BTreeMap::from([("endpoints".to_string(), nodes)]));
+                    }
+                    None => {
+                        self.world.endpoints.remove(&key);
+                    }
+                }
+            }
+            Input::Node(name, info) => {
+                self.mark_seen(Kind_::Nodes, &name);
+                match info {
+                    Some(i) => {
+                        self.world.nodes.insert(name, i);
+                    }
+                    None => {
+                        self.world.nodes.remove(&name);
+                    }
+                }
+            }
+            Input::Pods(result) => match result {
+                Some(pods) => {
+                    self.api_ok = true;
+                    self.pods_seen = true;
+                    self.world.pods = pods;
+                    if let Some(g) = &self.gossip {
+                        let port = self.gossip_port;
+                        g.set_peers(
+                            self.world
+                                .peer_ips(&self.me)
+                                .into_iter()
+                                .map(|ip| SocketAddr::new(ip, port))
+                                .collect(),
+                        );
+                    }
+                }
+                None => {
+                    self.api_ok = false;
+                    self.client_metrics.update_errors.inc();
+                }
+            },
+            Input::Live(view) => self.gossip_view = Some(view),
+            Input::Shutdown => {}
+        }
+    }
+
+    fn mark_seen(&mut self, kind: Kind_, key: &str) {
+        if let Some(seen) = self.relisting.get_mut(&kind) {
+            seen.insert(key.to_string());
+        }
+    }
+
+    fn remove_slice(&mut self, slice: &str, svc: &str) {
+        self.slice_owner.remove(slice);
+        if let Some(by) = self.world.endpoints.get_mut(svc) {
+            by.remove(slice);
+            if by.is_empty() {
+                self.world.endpoints.remove(svc);
+            }
+        }
+    }
+
+    async fn handle_reload(&mut self, outcome: Reload) {
+        match outcome {
+            Reload::Unchanged => {}
+            Reload::Applied { sha256, config } => {
+                info!(sha256 = %sha256, pools = config.pools.len(), "Config loaded");
+                if let Some(r) = self.config_ref.clone() {
+                    let msg = format!(
+                        "config {} applied on node {}: {} pools",
+                        &sha256[..12.min(sha256.len())],
+                        self.me,
+                        config.pools.len()
+                    );
+                    self.recorder
+                        .publish(&r, Kind::Normal, "ConfigLoaded", &msg)
+                        .await;
+                }
+            }
+            Reload::Rejected { sha256, why } => {
+                self.client_metrics.update_errors.inc();
+                warn!(sha256 = %sha256, reason = why.reason(), error = %why, "Config rejected; keeping the previous one");
+                if let Some(r) = self.config_ref.clone() {
+                    let msg = format!(
+                        "config {} rejected by the speaker on node {}, the previous config stays in force: {why}",
+                        &sha256[..12.min(sha256.len())],
+                        self.me
+                    );
+                    self.recorder
+                        .publish(&r, Kind::Warning, why.reason(), &msg)
+                        .await;
+                }
+            }
+            Reload::Missing => {
+                if self.reload.loaded() {
+                    warn!("The config is gone; keeping the last good one (announcements continue)");
+                } else {
+                    warn!("No config yet: nothing is announced until the ConfigMap exists");
+                }
+            }
+        }
+        self.client_metrics.set_config(
+            self.reload.loaded(),
+            self.reload.stale(),
+            self.reload.current_sha256(),
+        );
+    }
+
+    /// Recompute what this node announces and push the difference out.
+    async fn decide(&mut self) {
+        let synced = self.expect_synced.is_subset(&self.synced) && self.pods_seen;
+        let warm = self.gossip.is_none() || self.gossip_started.elapsed() >= self.warmup;
+        self.ready
+            .store(synced && self.reload.loaded(), Ordering::Relaxed);
+        let Some(config) = self.reload.current().cloned() else {
+            return;
+        };
+        if !synced || !warm {
+            return;
+        }
+        let known = self.world.known_speakers(&self.me);
+        let gossip_alive = self.gossip_view.as_ref().map(|v| &v.alive);
+        let mode = world::mode(gossip_alive.map(|a| a.len()), known, self.api_ok);
+        if mode != self.mode {
+            match mode {
+                Mode::Normal => info!(known, "Hearing a majority of the speakers"),
+                Mode::KubernetesOnly => warn!(
+                    known,
+                    heard = gossip_alive.map(|a| a.len()).unwrap_or(0),
+                    "Hearing less than half of the speakers; deciding from Kubernetes signals alone"
+                ),
+                Mode::Fenced => warn!(
+                    known,
+                    "Fenced: neither the apiserver nor a majority of the speakers is reachable; announcing nothing"
+                ),
+            }
+            let _ = self.poll_tx.send(if mode == Mode::Normal {
+                POD_POLL
+            } else {
+                POD_POLL_MINORITY
+            });
+            self.mode = mode;
+        }
+        self.metrics.fenced.set(i64::from(mode == Mode::Fenced));
+        let live = match mode {
+            Mode::Normal => self.world.live_speakers(&self.me, gossip_alive),
+            Mode::KubernetesOnly => self.world.live_speakers(&self.me, None),
+            Mode::Fenced => BTreeSet::new(),
+        };
+        self.metrics
+            .members_alive
+            .set(gossip_alive.map_or(live.len(), |a| a.len()) as i64);
+        let plan = if mode == Mode::Fenced {
+            Plan::default()
+        } else {
+            self.world.plan(&config, &live, &self.me)
+        };
+        self.push(plan, &live).await;
+    }
+
+    async fn push(&mut self, plan: Plan, live: &BTreeSet<String>) {
+        let mut owned: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+        for a in &plan.announce {
+            owned.entry(a.ip).or_default().push(a.service.clone());
+        }
+        if owned == self.owned && *live == self.last_live {
+            return;
+        }
+        let ips: BTreeSet<IpAddr> = owned.keys().copied().collect();
+        let before: BTreeSet<IpAddr> = self.owned.keys().copied().collect();
+        // Withdrawals and takeovers go to the announcer first, Events and metrics after.
+        self.announcer.set_owned(ips.clone());
+        if *live != self.last_live {
+            // A membership change re-confirms every IP still owned (MetalLB 0.9.4+, #736).
+            let kept: BTreeSet<IpAddr> = ips.intersection(&before).copied().collect();
+            if !kept.is_empty() {
+                self.announcer.refresh(&kept);
+            }
+            debug!(live = ?live, "Live speakers changed");
+            self.last_live = live.clone();
+        }
+        let old_pairs: BTreeSet<(IpAddr, String)> = self
+            .owned
+            .iter()
+            .flat_map(|(ip, s)| s.iter().map(move |s| (*ip, s.clone())))
+            .collect();
+        let new_pairs: BTreeSet<(IpAddr, String)> = owned
+            .iter()
+            .flat_map(|(ip, s)| s.iter().map(move |s| (*ip, s.clone())))
+            .collect();
+        for (ip, svc) in old_pairs.difference(&new_pairs) {
+            let _ = self.metrics.announced.remove_label_values(&[
+                svc,
+                "layer2",
+                &self.me,
+                &ip.to_string(),
+            ]);
+            let why = plan
+                .skipped
+                .get(svc)
+                .map(|s| s.reason())
+                .unwrap_or("notOwner");
+            info!(service = %svc, ip = %ip, reason = why, "Withdrawn");
+        }
+        let mut assigned: BTreeSet<String> = BTreeSet::new();
+        for (ip, svc) in new_pairs.difference(&old_pairs) {
+            self.metrics
+                .announced
+                .with_label_values(&[svc, "layer2", &self.me, &ip.to_string()])
+                .set(1);
+            info!(service = %svc, ip = %ip, "Announcing from this node");
+            assigned.insert(svc.clone());
+        }
+        self.owned = owned;
+        if self.reload.has_pending() {
+            let owned = &self.owned;
+            if let Some(outcome) = self.reload.retry(|c| world::check_announced(c, owned)) {
+                self.handle_reload(outcome).await;
+            }
+        }
+        for svc in assigned {
+            if let Some(r) = self.refs.get(&svc).cloned() {
+                let msg = format!(
+                    "announcing from node {:?} with protocol \"layer2\"",
+                    self.me
+                );
+                self.recorder
+                    .publish(&r, Kind::Normal, "nodeAssigned", &msg)
+                    .await;
+            }
+        }
+    }
+}
