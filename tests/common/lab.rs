@@ -1,0 +1,628 @@
+//! A layer 2 lab for tests and benchmarks: a netns cluster (real kube-apiserver + etcd on the
+//! harness bridge), "node" network namespaces with a Node, a Ready speaker Pod and a speaker
+//! process each (only `CAP_NET_RAW`, under MetalLB's speaker RBAC), a client namespace, and
+//! the controller. Used as `#[path = "common/lab.rs"] mod lab;` next to `mod cluster;`.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::cluster::{Cluster, MetallbRbac, Options};
+
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
+
+/// One netns cluster for every test of this binary; torn down by the harness watchdog when
+/// the test process exits.
+pub(crate) fn cluster() -> Result<&'static Cluster> {
+    static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| Cluster::start(&Options { netns: true }).map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow!("starting the netns cluster failed: {e}"))
+}
+
+/// A simulated node: a network namespace on the bridge, a Node, a speaker Pod, and (when
+/// running) a speaker process.
+pub(crate) struct SimNode {
+    /// Kubernetes node name.
+    pub(crate) name: String,
+    pub(crate) netns: String,
+    pub(crate) addr: String,
+    pub(crate) mac: String,
+    /// The host side of the node's veth (to partition the node).
+    pub(crate) host_if: String,
+    pub(crate) metrics_port: u16,
+    pub(crate) log: PathBuf,
+    pub(crate) speaker: Option<tokio::process::Child>,
+}
+
+pub(crate) struct Lab {
+    pub(crate) cluster: &'static Cluster,
+    pub(crate) admin: Client,
+    pub(crate) ns: String,
+    pub(crate) class: String,
+    pub(crate) speaker_kc: PathBuf,
+    pub(crate) nodes: Vec<SimNode>,
+    pub(crate) client_ns: String,
+    pub(crate) controller: Option<tokio::process::Child>,
+}
+
+pub(crate) fn run(cmd: &mut std::process::Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub(crate) fn ip_cmd(args: &[&str]) -> Result<String> {
+    run(std::process::Command::new("ip").args(args))
+}
+
+pub(crate) fn in_ns(netns: &str, args: &[&str]) -> Result<String> {
+    let mut c = std::process::Command::new("ip");
+    c.args(["netns", "exec", netns]).args(args);
+    run(&mut c)
+}
+
+pub(crate) fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The node MetalLB elects for `ip` among `nodes`: lowest sha256(node "#" ip), computed here
+/// independently of the crate's election module.
+pub(crate) fn expected_owner<'a>(
+    nodes: impl IntoIterator<Item = &'a str>,
+    ip: IpAddr,
+) -> Option<&'a str> {
+    nodes
+        .into_iter()
+        .min_by_key(|n| Sha256::digest(format!("{n}#{ip}").as_bytes()).to_vec())
+}
+
+impl Lab {
+    /// A lab of `n` nodes under MetalLB `rbac`, with the controller running.
+    pub(crate) async fn new(tag: &str, n: usize, rbac: MetallbRbac) -> Result<Lab> {
+        let cluster = cluster()?;
+        let admin = cluster.client().await?;
+        let ns = cluster.fresh_namespace(&admin, tag).await?;
+        cluster.install_metallb_rbac(&admin, rbac, &ns).await?;
+        let speaker_kc = cluster
+            .service_account_kubeconfig(&admin, &ns, "speaker")
+            .await?;
+        let controller_kc = cluster
+            .service_account_kubeconfig(&admin, &ns, "controller")
+            .await?;
+        let class = format!("metallb-rs.test/{ns}");
+        let short = format!("{tag}{}", std::process::id() % 10000);
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let netns = format!("{short}-n{i}");
+            let addr = cluster.add_node_netns(&netns)?;
+            let link: serde_json::Value =
+                serde_json::from_str(&in_ns(&netns, &["ip", "-j", "link", "show", "eth0"])?)?;
+            let mac = link[0]["address"]
+                .as_str()
+                .ok_or_else(|| anyhow!("no MAC on {netns} eth0"))?
+                .to_string();
+            let peer = link[0]["link_index"]
+                .as_u64()
+                .ok_or_else(|| anyhow!("no link_index on {netns} eth0"))?;
+            let host: serde_json::Value = serde_json::from_str(&ip_cmd(&["-j", "link", "show"])?)?;
+            let host_if = host
+                .as_array()
+                .and_then(|l| l.iter().find(|x| x["ifindex"].as_u64() == Some(peer)))
+                .and_then(|x| x["ifname"].as_str())
+                .ok_or_else(|| anyhow!("host side of {netns} not found"))?
+                .to_string();
+            // The service IPs live on lo (as kube-proxy in IPVS mode puts them on kube-ipvs0);
+            // the kernel must not answer ARP for them, the speaker does.
+            in_ns(&netns, &["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"])?;
+            in_ns(
+                &netns,
+                &["sysctl", "-qw", "net.ipv4.conf.eth0.arp_ignore=1"],
+            )?;
+            nodes.push(SimNode {
+                name: format!("{ns}-n{i}"),
+                netns,
+                addr,
+                mac,
+                host_if,
+                metrics_port: free_port()?,
+                log: cluster.dir().join(format!("speaker-{ns}-n{i}.log")),
+                speaker: None,
+            });
+        }
+        let client_ns = format!("{short}-c");
+        cluster.add_node_netns(&client_ns)?;
+        // Service IPs are on-link for the client (resolved by ARP/NDP on the bridge).
+        in_ns(
+            &client_ns,
+            &["ip", "route", "add", "203.0.113.0/24", "dev", "eth0"],
+        )?;
+        in_ns(
+            &client_ns,
+            &["ip", "-6", "route", "add", "2001:db8::/32", "dev", "eth0"],
+        )?;
+        let mut lab = Lab {
+            cluster,
+            admin,
+            ns,
+            class,
+            speaker_kc,
+            nodes,
+            client_ns,
+            controller: None,
+        };
+        for i in 0..n {
+            lab.create_node_and_pod(i).await?;
+        }
+        lab.start_controller(&controller_kc)?;
+        Ok(lab)
+    }
+
+    pub(crate) async fn create_node_and_pod(&self, i: usize) -> Result<()> {
+        let n = &self.nodes[i];
+        let nodes: Api<Node> = Api::all(self.admin.clone());
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name, "metallb-rs.test/ns": self.ns}},
+        }))?;
+        nodes.create(&PostParams::default(), &node).await?;
+        self.set_node_ready(i, true).await?;
+        let pods: Api<Pod> = Api::namespaced(self.admin.clone(), &self.ns);
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("speaker-{i}"), "labels": {"app": "metallb", "component": "speaker"}},
+            "spec": {
+                "nodeName": n.name,
+                "serviceAccountName": "speaker",
+                "automountServiceAccountToken": false,
+                "hostNetwork": true,
+                "containers": [{"name": "speaker", "image": "metallb-rs/speaker:test"}],
+            },
+        }))?;
+        pods.create(&PostParams::default(), &pod).await?;
+        self.set_pod_ready(i, true).await
+    }
+
+    pub(crate) async fn set_node_ready(&self, i: usize, ready: bool) -> Result<()> {
+        let nodes: Api<Node> = Api::all(self.admin.clone());
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        nodes
+            .patch_status(
+                &self.nodes[i].name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"conditions": [{
+                    "type": "Ready", "status": if ready { "True" } else { "False" },
+                    "reason": "Test", "message": "set by the test",
+                    "lastHeartbeatTime": now, "lastTransitionTime": now,
+                }]}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn set_pod_ready(&self, i: usize, ready: bool) -> Result<()> {
+        let pods: Api<Pod> = Api::namespaced(self.admin.clone(), &self.ns);
+        let addr = &self.nodes[i].addr;
+        pods.patch_status(
+            &format!("speaker-{i}"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "phase": "Running", "podIP": addr, "podIPs": [{"ip": addr}], "hostIP": addr,
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+            }})),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) fn start_controller(&mut self, kc: &std::path::Path) -> Result<()> {
+        let log = self
+            .cluster
+            .dir()
+            .join(format!("controller-{}.log", self.ns));
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_controller"))
+            .args(["--namespace", &self.ns, "--lb-class", &self.class])
+            .args(["--port", &free_port()?.to_string(), "--log-level", "debug"])
+            .arg("--kubeconfig")
+            .arg(kc)
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the controller")?;
+        self.controller = Some(child);
+        Ok(())
+    }
+
+    /// Start node `i`'s speaker inside its namespace with only CAP_NET_RAW.
+    pub(crate) fn start_speaker(&mut self, i: usize, extra: &[&str]) -> Result<()> {
+        let n = &self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)?;
+        let child = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &n.netns])
+            .args([
+                "setpriv",
+                "--bounding-set=-all,+net_raw",
+                "--inh-caps=-all,+net_raw",
+                "--ambient-caps=-all,+net_raw",
+                "--",
+            ])
+            .arg(env!("CARGO_BIN_EXE_speaker"))
+            .args(["--namespace", &self.ns, "--lb-class", &self.class])
+            .args([
+                "--port",
+                &n.metrics_port.to_string(),
+                "--log-level",
+                "debug",
+            ])
+            .arg("--kubeconfig")
+            .arg(&self.speaker_kc)
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .env("METALLB_NODE_NAME", &n.name)
+            .env("METALLB_HOST", &n.addr)
+            .env("METALLB_ML_BIND_ADDR", &n.addr)
+            .env("METALLB_ML_LABELS", "app=metallb,component=speaker")
+            .env("METALLB_ML_SECRET_KEY", format!("secret-{}", self.ns))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a speaker")?;
+        self.nodes[i].speaker = Some(child);
+        Ok(())
+    }
+
+    pub(crate) fn start_all(&mut self) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            self.start_speaker(i, &[])?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL node `i`'s speaker.
+    pub(crate) async fn kill9(&mut self, i: usize) -> Result<()> {
+        if let Some(mut c) = self.nodes[i].speaker.take() {
+            c.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM node `i`'s speaker (a planned restart) and wait for it to exit.
+    pub(crate) async fn sigterm(&mut self, i: usize) -> Result<()> {
+        if let Some(mut c) = self.nodes[i].speaker.take() {
+            // `ip netns exec` execs the speaker, so the child's pid is the speaker's.
+            let pid = c.id().ok_or_else(|| anyhow!("speaker already gone"))?;
+            run(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]))?;
+            let status = tokio::time::timeout(WAIT, c.wait()).await??;
+            ensure!(
+                status.success(),
+                "speaker exited with {status} after SIGTERM"
+            );
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn set_config(&self, payload: &str) -> Result<()> {
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "config"}, "data": {"config": payload},
+        }))?;
+        Api::<ConfigMap>::namespaced(self.admin.clone(), &self.ns)
+            .patch(
+                "config",
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&cm),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A LoadBalancer Service of our class with one ready endpoint on node `endpoint_on`.
+    pub(crate) async fn service(
+        &self,
+        name: &str,
+        extra_spec: serde_json::Value,
+        endpoint_on: &[usize],
+    ) -> Result<()> {
+        let mut spec = json!({
+            "type": "LoadBalancer", "loadBalancerClass": self.class,
+            "allocateLoadBalancerNodePorts": false,
+            "ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": name},
+        });
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra_spec.as_object()) {
+            for (k, v) in e {
+                s.insert(k.clone(), v.clone());
+            }
+        }
+        let svc: Service = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec,
+        }))?;
+        Api::<Service>::namespaced(self.admin.clone(), &self.ns)
+            .create(&PostParams::default(), &svc)
+            .await?;
+        self.set_endpoints(name, endpoint_on).await
+    }
+
+    /// Replace the service's EndpointSlice (and Endpoints) with one ready endpoint per node.
+    pub(crate) async fn set_endpoints(&self, name: &str, on: &[usize]) -> Result<()> {
+        let endpoints: Vec<serde_json::Value> = on
+            .iter()
+            .enumerate()
+            .map(|(k, i)| json!({"addresses": [format!("192.0.2.{}", k + 10)], "conditions": {"ready": true}, "nodeName": self.nodes[*i].name}))
+            .collect();
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{name}-x"), "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "endpoints": endpoints,
+            "ports": [{"port": 8080, "protocol": "TCP", "name": ""}],
+        }))?;
+        Api::<EndpointSlice>::namespaced(self.admin.clone(), &self.ns)
+            .patch(
+                &format!("{name}-x"),
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&slice),
+            )
+            .await?;
+        let addresses: Vec<serde_json::Value> = on
+            .iter()
+            .enumerate()
+            .map(|(k, i)| json!({"ip": format!("192.0.2.{}", k + 10), "nodeName": self.nodes[*i].name}))
+            .collect();
+        let ep: k8s_openapi::api::core::v1::Endpoints = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name},
+            "subsets": if addresses.is_empty() { json!([]) } else { json!([{"addresses": addresses, "ports": [{"port": 8080}]}]) },
+        }))?;
+        Api::<k8s_openapi::api::core::v1::Endpoints>::namespaced(self.admin.clone(), &self.ns)
+            .patch(
+                name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&ep),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn wait_ip(&self, name: &str) -> Result<IpAddr> {
+        let api: Api<Service> = Api::namespaced(self.admin.clone(), &self.ns);
+        let t = Instant::now();
+        loop {
+            let s = api.get_status(name).await?;
+            if let Some(ip) = metallb_rs::k8s::service::status_ips(&s).first() {
+                return Ok(*ip);
+            }
+            ensure!(
+                t.elapsed() < WAIT,
+                "service {name} got no IP within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub(crate) fn names(&self, idx: &[usize]) -> Vec<&str> {
+        idx.iter().map(|i| self.nodes[*i].name.as_str()).collect()
+    }
+
+    pub(crate) fn index_of_mac(&self, mac: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.mac.eq_ignore_ascii_case(mac))
+    }
+
+    pub(crate) fn index_of_name(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// The MACs answering `count` ARP requests for `ip` from the client (real `arping`).
+    pub(crate) fn arping(&self, ip: IpAddr, count: u32) -> Result<Vec<String>> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.client_ns, "arping", "-i", "eth0"])
+            .args(["-c", &count.to_string(), "-W", "0.2", "-w", "3"])
+            .arg(ip.to_string())
+            .output()
+            .context("running arping")?;
+        Ok(parse_arping(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// The Target link-layer addresses answering an NDP solicitation for `ip` (real `ndisc6`).
+    pub(crate) fn ndisc6(&self, ip: IpAddr) -> Result<Vec<String>> {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.client_ns,
+                "ndisc6",
+                "-m",
+                "-n",
+                "-r",
+                "3",
+                "-w",
+                "500",
+            ])
+            .arg(ip.to_string())
+            .arg("eth0")
+            .output()
+            .context("running ndisc6")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text
+            .lines()
+            .filter(|l| l.contains("Target link-layer address"))
+            .filter_map(|l| {
+                l.split(':')
+                    .skip(1)
+                    .collect::<Vec<_>>()
+                    .join(":")
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_string)
+            })
+            .collect())
+    }
+
+    /// Wait until ARP for `ip` is answered only by node `want`'s MAC (three answers in a row).
+    pub(crate) async fn wait_arp_owner(&self, ip: IpAddr, want: usize) -> Result<Duration> {
+        let t = Instant::now();
+        loop {
+            let macs = self.arping(ip, 3)?;
+            let distinct: BTreeSet<&String> = macs.iter().collect();
+            if macs.len() == 3 && distinct.len() == 1 && self.index_of_mac(&macs[0]) == Some(want) {
+                return Ok(t.elapsed());
+            }
+            if t.elapsed() > WAIT {
+                bail!(
+                    "ARP for {ip}: wanted only {} ({}), got {macs:?}; logs: {}",
+                    self.nodes[want].name,
+                    self.nodes[want].mac,
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub(crate) async fn metrics(&self, i: usize) -> Result<String> {
+        let n = &self.nodes[i];
+        let mut s = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect((n.addr.as_str(), n.metrics_port)),
+        )
+        .await??;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await?;
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut body)).await??;
+        Ok(body)
+    }
+
+    pub(crate) async fn wait_metric(
+        &self,
+        i: usize,
+        pred: impl Fn(&str) -> bool,
+        what: &str,
+    ) -> Result<()> {
+        let t = Instant::now();
+        loop {
+            if let Ok(m) = self.metrics(i).await
+                && pred(&m)
+            {
+                return Ok(());
+            }
+            ensure!(
+                t.elapsed() < WAIT,
+                "node {i}: {what} not seen in metrics within {WAIT:?}; logs: {}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub(crate) async fn wait_event(
+        &self,
+        object: &str,
+        reason: &str,
+        needle: &str,
+    ) -> Result<Event> {
+        let api: Api<Event> = Api::namespaced(self.admin.clone(), &self.ns);
+        let t = Instant::now();
+        loop {
+            let list = api.list(&ListParams::default()).await?;
+            if let Some(e) = list.items.into_iter().find(|e| {
+                e.involved_object.name.as_deref() == Some(object)
+                    && e.reason.as_deref() == Some(reason)
+                    && e.message.as_deref().is_some_and(|m| m.contains(needle))
+            }) {
+                return Ok(e);
+            }
+            ensure!(
+                t.elapsed() < WAIT,
+                "no {reason} Event on {object} containing {needle:?}; logs: {}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The tail of every speaker log, for failure messages (the cluster dir is removed when
+    /// the test process exits).
+    pub(crate) fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(25)..].join("\n");
+                format!("\n==== {} ====\n{tail}", n.log.display())
+            })
+            .collect()
+    }
+
+    pub(crate) fn partition(&self, i: usize, cut: bool) -> Result<()> {
+        let n = &self.nodes[i];
+        if cut {
+            ip_cmd(&["link", "set", &n.host_if, "nomaster"])?;
+        } else {
+            let bridge = std::fs::read_to_string(self.cluster.dir().join("netns/bridge"))?;
+            ip_cmd(&["link", "set", &n.host_if, "master", bridge.trim()])?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Speakers and the controller die with their Child (kill_on_drop); the namespaces go
+        // with the cluster. Node objects are cluster-scoped: remove ours.
+        let admin = self.admin.clone();
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    let api: Api<Node> = Api::all(admin);
+                    for n in names {
+                        let _ = api.delete(&n, &DeleteParams::default()).await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// MACs in Habets arping output lines "60 bytes from aa:bb:cc:dd:ee:ff (203.0.113.1): ...".
+pub(crate) fn parse_arping(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split("bytes from ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(|m| m.to_ascii_lowercase())
+        .collect()
+}
