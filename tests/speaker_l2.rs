@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, ensure};
 use cluster::MetallbRbac;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use lab::{Lab, WAIT, expected_owner, in_ns};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -259,6 +259,44 @@ async fn kubernetes_signals_move_the_ip() -> Result<()> {
         ensure!(t.elapsed() < WAIT, "{lip} still answered without endpoints");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // A rolling image swap from MetalLB: a Ready Go speaker (another image, not in our
+    // gossip) makes every one of ours go silent; once it is gone, the owner answers again.
+    let go_node = format!("{}-go", lab.ns);
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": go_node},
+    }))?;
+    nodes.create(&PostParams::default(), &node).await?;
+    let pods: Api<Pod> = Api::namespaced(lab.admin.clone(), &lab.ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "speaker-go", "labels": {"app": "metallb", "component": "speaker"}},
+        "spec": {"nodeName": go_node, "serviceAccountName": "speaker",
+                 "automountServiceAccountToken": false, "hostNetwork": true,
+                 "containers": [{"name": "speaker", "image": "quay.io/metallb/speaker:v0.12.1"}]},
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    pods.patch_status(
+        "speaker-go",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running", "podIP": "192.0.2.99",
+            "conditions": [{"type": "Ready", "status": "True"}]}})),
+    )
+    .await?;
+    let t = Instant::now();
+    loop {
+        if lab.arping(ip, 2)?.is_empty() {
+            break;
+        }
+        ensure!(
+            t.elapsed() < WAIT,
+            "{ip} still answered while a Go speaker is Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pods.delete("speaker-go", &DeleteParams::default()).await?;
+    lab.wait_arp_owner(ip, owner).await?;
+    let _ = nodes.delete(&go_node, &DeleteParams::default()).await;
     Ok(())
 }
 

@@ -115,6 +115,10 @@ pub struct Args {
     /// `node.kubernetes.io/exclude-from-external-load-balancers` (MetalLB 0.12 ignores it).
     #[arg(long = "honour-exclude-lb-label", default_value_t = false)]
     pub honour_exclude_lb_label: bool,
+    /// Stay silent while MetalLB Go speakers (Ready speaker Pods with another image that never
+    /// join our gossip) still run: the safe rolling image swap (README).
+    #[arg(long = "yield-to-go-speakers", default_value_t = true, action = clap::ArgAction::Set)]
+    pub yield_to_go_speakers: bool,
     /// Gossip heartbeat interval in milliseconds.
     #[arg(long = "ml-interval-ms", default_value_t = 100)]
     pub ml_interval_ms: u64,
@@ -319,6 +323,9 @@ impl Args {
             owned: BTreeMap::new(),
             last_live: BTreeSet::new(),
             mode: Mode::Normal,
+            heard_ever: BTreeSet::new(),
+            yield_to_go: self.yield_to_go_speakers,
+            foreign: Vec::new(),
             poll_tx,
             client_metrics,
             metrics,
@@ -546,6 +553,11 @@ struct State {
     owned: BTreeMap<IpAddr, Vec<String>>,
     last_live: BTreeSet<String>,
     mode: Mode,
+    /// Every node ever heard in our gossip.
+    heard_ever: BTreeSet<String>,
+    yield_to_go: bool,
+    /// Go speakers we currently yield to.
+    foreign: Vec<String>,
     poll_tx: watch::Sender<Duration>,
     client_metrics: ClientMetrics,
     metrics: SpeakerMetrics,
@@ -704,7 +716,10 @@ impl State {
                     self.client_metrics.update_errors.inc();
                 }
             },
-            Input::Live(view) => self.gossip_view = Some(view),
+            Input::Live(view) => {
+                self.heard_ever.extend(view.alive.iter().cloned());
+                self.gossip_view = Some(view);
+            }
             Input::Shutdown => {}
         }
     }
@@ -815,7 +830,20 @@ impl State {
         self.metrics
             .members_alive
             .set(gossip_alive.map_or(live.len(), |a| a.len()) as i64);
-        let plan = if mode == Mode::Fenced {
+        let foreign = if self.gossip.is_some() && self.yield_to_go {
+            self.world.foreign_speakers(&self.me, &self.heard_ever)
+        } else {
+            Vec::new()
+        };
+        if foreign != self.foreign {
+            if foreign.is_empty() {
+                info!("No MetalLB Go speaker is Ready any more; announcing");
+            } else {
+                warn!(nodes = ?foreign, "MetalLB Go speakers are still Ready on these nodes; announcing nothing until they are gone (--yield-to-go-speakers)");
+            }
+            self.foreign = foreign;
+        }
+        let plan = if mode == Mode::Fenced || !self.foreign.is_empty() {
             Plan::default()
         } else {
             self.world.plan(&config, &live, &self.me)

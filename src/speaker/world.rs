@@ -51,6 +51,8 @@ pub struct SpeakerPod {
     pub ip: Option<IpAddr>,
     /// The `Ready` condition is `True` and no deletion is under way.
     pub ready: bool,
+    /// The first container's image (to tell MetalLB's Go speakers from ours during a rollout).
+    pub image: Option<String>,
 }
 
 /// What matters about a Node.
@@ -131,6 +133,33 @@ impl World {
             .collect();
         nodes.insert(me);
         nodes.len()
+    }
+
+    /// Ready speaker Pods that are not ours: a different image than this speaker's own Pod
+    /// and never heard in our gossip (`heard_ever`). During a rolling image swap from
+    /// MetalLB's Go speakers these are the Go speakers, which elect among themselves over
+    /// memberlist and cannot see us; while any is Ready, our speakers stay silent so one IP
+    /// never has a Go owner and a Rust owner at once. Empty when our own Pod is not listed.
+    pub fn foreign_speakers(&self, me: &str, heard_ever: &BTreeSet<String>) -> Vec<String> {
+        let Some(pods) = &self.pods else {
+            return Vec::new();
+        };
+        let Some(own_image) = pods
+            .values()
+            .find(|p| p.node == me)
+            .and_then(|p| p.image.as_deref())
+        else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = pods
+            .values()
+            .filter(|p| p.ready && p.node != me && !heard_ever.contains(&p.node))
+            .filter(|p| p.image.as_deref().is_some_and(|i| i != own_image))
+            .map(|p| p.node.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// The layer 2 plan of `me` under `config` with these live speakers.
@@ -215,7 +244,17 @@ pub fn speaker_pod(pod: &Pod) -> Option<SpeakerPod> {
     let ip = status
         .and_then(|s| s.pod_ip.as_deref())
         .and_then(|ip| ip.parse().ok());
-    Some(SpeakerPod { node, ip, ready })
+    let image = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone());
+    Some(SpeakerPod {
+        node,
+        ip,
+        ready,
+        image,
+    })
 }
 
 /// A Node's view.
@@ -316,6 +355,7 @@ mod tests {
             node: node.into(),
             ip: None,
             ready,
+            image: Some("metallb-rs/speaker:1".into()),
         }
     }
 
@@ -393,6 +433,27 @@ mod tests {
         assert_eq!(w.known_speakers("z"), 3);
         assert_eq!(w.known_speakers("a"), 2);
         assert_eq!(w.peer_ips("a").len(), 1);
+    }
+
+    #[test]
+    fn go_speakers_are_foreign_until_heard() {
+        let mut w = world(&[("a", true), ("b", true), ("c", true), ("d", false)]);
+        if let Some(p) = w.pods.as_mut() {
+            for (k, sp) in p.iter_mut() {
+                if k.ends_with("-c") || k.ends_with("-d") {
+                    sp.image = Some("quay.io/metallb/speaker:v0.12.1".into());
+                }
+            }
+        }
+        // c is a Ready Go speaker; d is not Ready; b runs our image.
+        assert_eq!(
+            w.foreign_speakers("a", &set(&["a", "b"])),
+            vec!["c".to_string()]
+        );
+        // A different image that speaks our gossip (an upgrade between our versions) is ours.
+        assert!(w.foreign_speakers("a", &set(&["a", "b", "c"])).is_empty());
+        // Our own Pod unknown: no basis to compare.
+        assert!(w.foreign_speakers("z", &set(&[])).is_empty());
     }
 
     #[test]
