@@ -1,7 +1,72 @@
 //! The speaker (layer 2 mode): answers ARP and NDP for the LoadBalancer IPs this node wins,
 //! hands them over fast when a speaker dies, and applies config edits live.
 //!
-//! (in progress)
+//! ```text
+//!  ConfigMap (watch) / --config-file ─┐
+//!  Services, EndpointSlices|Endpoints,│
+//!  Nodes (watch); speaker Pods (poll) ┼─► one decision loop (driver) ──► l2::announcer
+//!  liveness gossip (UDP 7946)        ─┘     reload::Reloader (pure)        (AF_PACKET ARP/NDP,
+//!                                           world::World (pure)             gratuitous bursts)
+//!                                           l2::plan + l2::election (pure)
+//! ```
+//!
+//! - [`world`] (pure) folds what the watches report into compact maps and answers "who is a
+//!   live candidate" and "what does this node announce".
+//! - [`liveness`] (pure) and [`gossip`] (its UDP driver) say which speakers are alive, within
+//!   ~0.6 s of a crash and at once on a planned stop.
+//! - The driver (private) owns all state in one task and pushes the owned IP set to the
+//!   announcer; withdrawals take effect before the call returns.
+//!
+//! # Who announces
+//!
+//! MetalLB 0.11–0.12's election, unchanged: the owner of a service's IPs is the candidate with
+//! the lowest `sha256(node "#" first_ip)`; candidates are, for `Cluster` services, the live
+//! speakers, and for `Local` ones the live speakers with a ready endpoint; nobody without a
+//! ready endpoint. Every speaker computes the same answer from the same inputs. A speaker is
+//! live when its Pod is Ready, its Node is not NotReady / out-of-service, and (with gossip) the
+//! gossip hears it ([`world`]). Unlike 0.12, `Cluster` services are announced without gossip
+//! too (MetalLB #2005), from the Kubernetes signals alone.
+//!
+//! # Partitions and fencing
+//!
+//! The danger in layer 2 is two nodes answering for one IP: clients then flip between MACs. A
+//! speaker decides in one of three [`world::Mode`]s from what it can reach:
+//!
+//! - It hears at least half of the speakers it knows (from the Pods list): gossip is trusted.
+//!   Dead peers drop out; the next node in the election order takes over.
+//! - It hears less than half but reaches the apiserver: its own gossip view is the suspicious
+//!   one (if it trusted it, it would elect itself for everything), so it ignores gossip and
+//!   elects from the Kubernetes signals, like every other speaker would without gossip. If
+//!   gossip is broken everywhere (say a firewall drops UDP 7946), every speaker lands here and
+//!   they still agree.
+//! - It reaches neither a strict majority nor the apiserver: it is **fenced** and answers
+//!   nothing ([`liveness::fenced`]). This is the node cut off the network: the majority side
+//!   sees it dead after `dead_after` and gives its IPs to another node, and without fencing the
+//!   cut-off node would go on answering for them the moment any link came back, before its
+//!   gossip caught up. Requiring both losses keeps an apiserver restart (gossip fine) or a
+//!   gossip-only problem (apiserver fine) from silencing anyone. Without gossip a speaker is
+//!   never fenced: it cannot tell a partition from an apiserver upgrade.
+//!
+//! The apiserver probe is the speaker Pods list itself (MetalLB's RBAC grants `list`, not
+//! `watch`): every 3 s, every 1 s while hearing a minority, with a 1.5 s timeout. A cut-off
+//! speaker is therefore fenced about 0.6 s (gossip) + up to 1.5 s (probe) after the cut.
+//!
+//! Residual risk, stated: a broken A↔B path while both reach C and the apiserver can still give
+//! an IP two owners until the path heals (no indirect probes; MetalLB #740 is the same).
+//!
+//! # Rolling image swap from MetalLB's Go speakers
+//!
+//! Go speakers gossip over memberlist and cannot see ours. While any speaker Pod that runs
+//! another image and was never heard in our gossip is Ready, our speakers announce nothing
+//! (`--yield-to-go-speakers`, default on): the Go speakers elect among themselves and cover
+//! every IP. When the last one goes (its Pod is deleted or turns NotReady), ours take over with
+//! a gratuitous burst. See the README for the procedure.
+//!
+//! # Start-up
+//!
+//! Nothing is announced before the config is loaded, every watch has listed once, the Pods list
+//! has answered, and the gossip has run for two `dead_after` periods (so peers are heard before
+//! this speaker elects; otherwise it would briefly elect itself for everything).
 
 mod driver;
 pub mod gossip;
