@@ -6,9 +6,12 @@
 #    cluster would have them, and start the metallb-rs controller: the Services get IPs;
 # 3. edit the ConfigMap (a new pool): the next Service gets an IP from it, no restart; then an
 #    edit that would strand IPs in use is rejected, with a Warning Event on the ConfigMap;
-# 4. run metallb-migrate against the live objects (`--services`), show the CRDs, the renames
+# 4. layer 2: two "nodes" (network namespaces on a bridge) run metallb-rs speakers; a client
+#    namespace resolves the Service IP by ARP (answered by the elected node) and pings it; the
+#    owner's speaker is killed and the other node takes over;
+# 5. run metallb-migrate against the live objects (`--services`), show the CRDs, the renames
 #    and the Service annotation patches, and apply the CRDs to the cluster;
-# 5. show what a broken config looks like to a user; tear everything down.
+# 6. show what a broken config looks like to a user; tear everything down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -18,9 +21,9 @@ cargo build --quiet --bins
 MIGRATE=target/debug/metallb-migrate
 tests/harness/build.sh >/dev/null
 
-say "starting etcd + kube-apiserver on 127.0.0.1"
+say "starting etcd + kube-apiserver (on a bridge, so network namespaces can reach it)"
 t0=$(date +%s%N)
-eval "$(tests/harness/cluster start --watch-pid $$)"
+eval "$(tests/harness/cluster start --netns --watch-pid $$)"
 trap 'tests/harness/cluster stop "$HARNESS_CLUSTER_DIR" >/dev/null 2>&1 || true' EXIT
 k() { "$HARNESS_KUBECTL" "$@"; }
 echo "cluster ready in $(( ($(date +%s%N) - t0) / 1000000 )) ms at $HARNESS_APISERVER"
@@ -120,6 +123,73 @@ sleep 1
 k get events -n metallb-system --field-selector involvedObject.name=config -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
 wait_ip web
 echo "restoring the accepted config:"; k apply -f "$work/config2.yaml"
+
+say "layer 2: two nodes run metallb-rs speakers (only CAP_NET_RAW); a client resolves the IP by ARP"
+web_ip=$(k get svc web -n shop -o jsonpath='{.status.loadBalancer.ingress[0].ip}')
+spk=()
+declare -A mac
+k create serviceaccount speaker -n metallb-system >/dev/null
+for n in node-a node-b; do
+  eval "$(tests/harness/cluster netns-add "demo-$n" "$HARNESS_CLUSTER_DIR" 2>/dev/null)"
+  mac[$n]=$(ip -n "demo-$n" -j link show eth0 | python3 -c 'import json,sys;print(json.load(sys.stdin)[0]["address"])')
+  ip netns exec "demo-$n" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.eth0.arp_ignore=1
+  ip netns exec "demo-$n" ip addr add "$web_ip/32" dev lo   # as kube-proxy IPVS would
+  cat <<YAML | k apply -f - >/dev/null
+apiVersion: v1
+kind: Node
+metadata: {name: $n, labels: {kubernetes.io/hostname: $n}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: speaker-$n, namespace: metallb-system, labels: {app: metallb, component: speaker}}
+spec: {nodeName: $n, hostNetwork: true, automountServiceAccountToken: false, serviceAccountName: speaker,
+       containers: [{name: speaker, image: metallb-rs/speaker:demo}]}
+YAML
+  k patch node "$n" --subresource=status --type=merge -p '{"status":{"conditions":[{"type":"Ready","status":"True","reason":"Demo","message":"no kubelet here"}]}}' >/dev/null
+  k patch pod "speaker-$n" -n metallb-system --subresource=status --type=merge \
+    -p "{\"status\":{\"podIP\":\"$HARNESS_NODE_ADDR\",\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}" >/dev/null
+  ip netns exec "demo-$n" setpriv --bounding-set=-all,+net_raw --inh-caps=-all,+net_raw --ambient-caps=-all,+net_raw -- \
+    env METALLB_NODE_NAME=$n METALLB_HOST=$HARNESS_NODE_ADDR METALLB_ML_BIND_ADDR=$HARNESS_NODE_ADDR \
+    METALLB_ML_LABELS=app=metallb,component=speaker METALLB_ML_SECRET_KEY=demo-secret \
+    target/debug/speaker --namespace metallb-system --kubeconfig "$KUBECONFIG" > "$work/speaker-$n.log" 2>&1 &
+  spk+=($!)
+  echo "$n: netns demo-$n, eth0 $HARNESS_NODE_ADDR, MAC ${mac[$n]}"
+done
+trap 'kill ${spk[*]} $ctl 2>/dev/null; tests/harness/cluster stop "$HARNESS_CLUSTER_DIR" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+cat <<YAML | k apply -f - >/dev/null
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints: [{addresses: [192.0.2.10], conditions: {ready: true}, nodeName: node-a}]
+ports: [{port: 8080, protocol: TCP, name: ""}]
+YAML
+eval "$(tests/harness/cluster netns-add demo-client "$HARNESS_CLUSTER_DIR" 2>/dev/null)"
+ip netns exec demo-client ip route add 203.0.113.0/24 dev eth0
+owner=""
+for _ in $(seq 50); do
+  owner=$(ip netns exec demo-client arping -c 1 -w 1 -i eth0 "$web_ip" 2>/dev/null | sed -n 's/.*bytes from \([0-9a-f:]*\).*/\1/p' | head -1 || true)
+  if [ -n "$owner" ]; then break; fi
+  sleep 0.2
+done
+owner_node=?
+for n in node-a node-b; do if [ "${mac[$n]}" = "$owner" ]; then owner_node=$n; fi; done
+echo "client: arping $web_ip (service shop/web)"
+ip netns exec demo-client arping -c 3 -i eth0 "$web_ip" | sed 's/^/  /'
+echo "-> answered by ${owner_node:-?} (MetalLB's election: lowest sha256(node#ip))"
+ip netns exec demo-client ping -c 2 -W 2 "$web_ip" | sed 's/^/  /' | head -3
+k get events -n shop --field-selector reason=nodeAssigned -o custom-columns=SERVICE:.involvedObject.name,MESSAGE:.message
+
+say "failover: kill -9 the speaker on $owner_node; the other node takes over"
+i=0; if [ "$owner_node" = node-b ]; then i=1; fi
+kill -9 "${spk[$i]}"
+t0=$(date +%s%N)
+for _ in $(seq 100); do
+  now=$(ip netns exec demo-client arping -c 1 -w 0.1 -i eth0 "$web_ip" 2>/dev/null | sed -n 's/.*bytes from \([0-9a-f:]*\).*/\1/p' | head -1 || true)
+  if [ -n "$now" ] && [ "$now" != "$owner" ]; then break; fi
+done
+echo "answered by $now after $(( ($(date +%s%N) - t0) / 1000000 )) ms (measured by arping probes, see BENCHMARKS.md)"
+ip netns exec demo-client arping -c 2 -i eth0 "$web_ip" | sed 's/^/  /'
 
 say "metallb-migrate --check: what would change (exit 2 when something is renamed)"
 set +e

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, ensure};
 use cluster::MetallbRbac;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use lab::{Lab, WAIT, expected_owner, in_ns};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -114,6 +115,21 @@ async fn arp_ndp_owner_and_failover() -> Result<()> {
         "no request counter for {ip_s}"
     );
     lab.wait_event("web", "nodeAssigned", &owner_name).await?;
+    // Nobody else ever claimed it, not even for a moment at start-up.
+    let events: Api<Event> = Api::namespaced(lab.admin.clone(), &lab.ns);
+    let claims: Vec<String> = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some("web"))
+        .filter(|e| e.reason.as_deref() == Some("nodeAssigned"))
+        .filter_map(|e| e.message)
+        .collect();
+    ensure!(
+        claims.len() == 1 && claims[0].contains(&owner_name),
+        "nodeAssigned events for web: {claims:?}"
+    );
 
     // kill -9 the owner: the next in the election order answers.
     let rest: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
@@ -142,10 +158,31 @@ async fn arp_ndp_owner_and_failover() -> Result<()> {
 #[ignore = "requires root + netns; run by make test"]
 async fn partition_fences_the_cut_off_node() -> Result<()> {
     let mut lab = Lab::new("l2p", 3, MetallbRbac::V0_12_1).await?;
+    // Our manifest's extra: Pods `watch` (MetalLB's grants `list` only). The speakers then
+    // watch Pods, and the list is only their apiserver probe while they hear a minority.
+    let role: Role = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "pod-watcher"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["watch"]}],
+    }))?;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "pod-watcher"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-watcher"},
+        "subjects": [{"kind": "ServiceAccount", "name": "speaker", "namespace": lab.ns}],
+    }))?;
+    Api::<Role>::namespaced(lab.admin.clone(), &lab.ns)
+        .create(&PostParams::default(), &role)
+        .await?;
+    Api::<RoleBinding>::namespaced(lab.admin.clone(), &lab.ns)
+        .create(&PostParams::default(), &binding)
+        .await?;
     lab.set_config(
         "address-pools:\n- name: l2\n  protocol: layer2\n  addresses: [203.0.113.32/27]\n",
     )
     .await?;
+    // The authorizer's cache takes a moment to see the new binding.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     lab.start_all()?;
     lab.service("web", json!({}), &[0, 1, 2]).await?;
     let ip = lab.wait_ip("web").await?;
@@ -158,6 +195,13 @@ async fn partition_fences_the_cut_off_node() -> Result<()> {
     let next = lab
         .index_of_name(expected_owner(lab.names(&rest), ip).ok_or_else(|| anyhow!("no owner"))?)
         .ok_or_else(|| anyhow!("next owner not a node"))?;
+
+    let log = std::fs::read_to_string(&lab.nodes[owner].log).unwrap_or_default();
+    ensure!(
+        log.contains("Watching speaker Pods"),
+        "speaker did not watch Pods:{}",
+        lab.logs()
+    );
 
     lab.partition(owner, true)?;
     let took = lab.wait_arp_owner(ip, next).await?;

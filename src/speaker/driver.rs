@@ -35,6 +35,8 @@ use super::world::{self, Mode, World};
 const COMPONENT: &str = "metallb-speaker";
 /// Pods list period (MetalLB 0.9–0.12 RBAC grants `list` only, so the list is polled).
 const POD_POLL: Duration = Duration::from_secs(3);
+/// Pods list period when Pods can be watched (the list is then only the apiserver probe).
+const POD_POLL_WATCHED: Duration = Duration::from_secs(30);
 /// Pods list period while this speaker hears less than a majority (the list doubles as the
 /// apiserver reachability probe for fencing).
 const POD_POLL_MINORITY: Duration = Duration::from_secs(1);
@@ -143,6 +145,8 @@ enum Input {
     Node(String, Option<world::NodeInfo>),
     /// A Pods list result (`None`: failed or timed out; `Some(None)` forbidden).
     Pods(Option<Option<BTreeMap<String, world::SpeakerPod>>>),
+    /// An apiserver probe result when Pods are watched (the watch delivers the Pods).
+    Api(bool),
     Live(LiveView),
     Shutdown,
 }
@@ -274,12 +278,28 @@ impl Args {
             tokio::spawn(watch_endpoints(client.clone(), tx.clone()));
         }
         tokio::spawn(watch_nodes(client.clone(), tx.clone()));
-        let (poll_tx, poll_rx) = watch::channel(POD_POLL);
+        let labels = labels.unwrap_or_else(|| "app=metallb,component=speaker".into());
+        let pods_watched = pods_watch_allowed(&client, &pods_ns).await;
+        let normal_poll = if pods_watched {
+            info!("Watching speaker Pods (RBAC allows it)");
+            tokio::spawn(watch_pods(
+                client.clone(),
+                pods_ns.clone(),
+                labels.clone(),
+                tx.clone(),
+            ));
+            POD_POLL_WATCHED
+        } else {
+            info!(period = ?POD_POLL, "Polling speaker Pods (RBAC grants list, not watch, as in MetalLB's manifests)");
+            POD_POLL
+        };
+        let (poll_tx, poll_rx) = watch::channel(normal_poll);
         tokio::spawn(poll_pods(
             client.clone(),
             pods_ns,
-            labels.unwrap_or_else(|| "app=metallb,component=speaker".into()),
+            labels,
             poll_rx,
+            pods_watched,
             tx.clone(),
         ));
         {
@@ -323,6 +343,7 @@ impl Args {
             owned: BTreeMap::new(),
             last_live: BTreeSet::new(),
             mode: Mode::Normal,
+            normal_poll,
             heard_ever: BTreeSet::new(),
             yield_to_go: self.yield_to_go_speakers,
             foreign: Vec::new(),
@@ -471,31 +492,125 @@ async fn watch_nodes(client: Client, tx: mpsc::Sender<Input>) {
     .await;
 }
 
+/// Whether this speaker may watch Pods in `ns` (MetalLB's manifests grant only `list`; ours
+/// add `watch`). Asked with a SelfSubjectAccessReview, which every authenticated user may create.
+async fn pods_watch_allowed(client: &Client, ns: &str) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(ns.to_string()),
+                verb: Some("watch".into()),
+                resource: Some("pods".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&kube::api::PostParams::default(), &review).await {
+        Ok(r) => r.status.is_some_and(|s| s.allowed),
+        Err(e) => {
+            debug!(error = %e, "SelfSubjectAccessReview failed; polling Pods");
+            false
+        }
+    }
+}
+
+fn pod_key(p: &Pod) -> String {
+    format!(
+        "{}/{}",
+        p.meta().namespace.as_deref().unwrap_or_default(),
+        p.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Watch the speaker Pods and send the whole (small) set after every change.
+async fn watch_pods(client: Client, ns: String, labels: String, tx: mpsc::Sender<Input>) {
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    let cfg = watcher::Config::default().labels(&labels);
+    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut pods: BTreeMap<String, world::SpeakerPod> = BTreeMap::new();
+    let mut next: Option<BTreeMap<String, world::SpeakerPod>> = None;
+    while let Some(ev) = stream.next().await {
+        let changed = match ev {
+            Ok(WEvent::Init) => {
+                next = Some(BTreeMap::new());
+                false
+            }
+            Ok(WEvent::InitApply(p)) => {
+                if let (Some(n), Some(sp)) = (next.as_mut(), world::speaker_pod(&p)) {
+                    n.insert(pod_key(&p), sp);
+                }
+                false
+            }
+            Ok(WEvent::InitDone) => {
+                pods = next.take().unwrap_or_default();
+                true
+            }
+            Ok(WEvent::Apply(p)) => {
+                match world::speaker_pod(&p) {
+                    Some(sp) => pods.insert(pod_key(&p), sp),
+                    None => pods.remove(&pod_key(&p)),
+                };
+                true
+            }
+            Ok(WEvent::Delete(p)) => pods.remove(&pod_key(&p)).is_some(),
+            Err(e) => {
+                warn!(error = %e, "Pods watch failed; retrying");
+                false
+            }
+        };
+        if changed
+            && tx
+                .send(Input::Pods(Some(Some(pods.clone()))))
+                .await
+                .is_err()
+        {
+            return;
+        }
+    }
+}
+
 /// Poll the speaker Pods (MetalLB's RBAC grants `list` only). The period comes from `period`
-/// (shorter while this speaker hears a minority; a change triggers an immediate poll).
+/// (shorter while this speaker hears a minority; any send on it triggers an immediate poll).
+/// When the Pods are watched, the list is only the apiserver probe (limit 1).
 async fn poll_pods(
     client: Client,
     ns: String,
     labels: String,
     mut period: watch::Receiver<Duration>,
+    watched: bool,
     tx: mpsc::Sender<Input>,
 ) {
     let api: Api<Pod> = Api::namespaced(client, &ns);
     let lp = ListParams::default().labels(&labels);
     let mut forbidden_logged = false;
     loop {
+        if watched {
+            let ok = matches!(
+                tokio::time::timeout(API_PROBE_TIMEOUT, api.list_metadata(&lp.clone().limit(1)))
+                    .await,
+                Ok(Ok(_))
+            );
+            if tx.send(Input::Api(ok)).await.is_err() {
+                return;
+            }
+            let wait = *period.borrow_and_update();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                r = period.changed() => if r.is_err() { return },
+            }
+            continue;
+        }
         let result = match tokio::time::timeout(API_PROBE_TIMEOUT, api.list(&lp)).await {
             Ok(Ok(list)) => Some(Some(
                 list.items
                     .iter()
-                    .filter_map(|p| {
-                        let key = format!(
-                            "{}/{}",
-                            p.meta().namespace.as_deref().unwrap_or_default(),
-                            p.meta().name.as_deref().unwrap_or_default()
-                        );
-                        world::speaker_pod(p).map(|sp| (key, sp))
-                    })
+                    .filter_map(|p| world::speaker_pod(p).map(|sp| (pod_key(p), sp)))
                     .collect(),
             )),
             Ok(Err(e)) if source::is_status(&e, 403) => {
@@ -553,6 +668,8 @@ struct State {
     owned: BTreeMap<IpAddr, Vec<String>>,
     last_live: BTreeSet<String>,
     mode: Mode,
+    /// The Pods list period outside minority.
+    normal_poll: Duration,
     /// Every node ever heard in our gossip.
     heard_ever: BTreeSet<String>,
     yield_to_go: bool,
@@ -716,8 +833,24 @@ impl State {
                     self.client_metrics.update_errors.inc();
                 }
             },
+            Input::Api(ok) => {
+                self.api_ok = ok;
+                if !ok {
+                    self.client_metrics.update_errors.inc();
+                }
+            }
             Input::Live(view) => {
                 self.heard_ever.extend(view.alive.iter().cloned());
+                // A speaker we hear but have not listed yet (it just started): list again now,
+                // so both sides elect from the same set without waiting for the next poll.
+                if let Some(pods) = &self.world.pods
+                    && view
+                        .alive
+                        .iter()
+                        .any(|n| n != &self.me && !pods.values().any(|p| &p.node == n))
+                {
+                    self.poll_tx.send_modify(|_| {});
+                }
                 self.gossip_view = Some(view);
             }
             Input::Shutdown => {}
@@ -815,7 +948,7 @@ impl State {
                 ),
             }
             let _ = self.poll_tx.send(if mode == Mode::Normal {
-                POD_POLL
+                self.normal_poll
             } else {
                 POD_POLL_MINORITY
             });

@@ -295,7 +295,7 @@ impl Driver {
     }
 
     async fn send_to_peers(&self, datagram: &[u8]) {
-        for peer in self.membership.peers() {
+        for peer in self.membership.targets() {
             if let Err(error) = self.socket.send_to(datagram, peer).await {
                 debug!(%peer, %error, "Liveness heartbeat not sent");
             }

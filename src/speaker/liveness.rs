@@ -439,7 +439,8 @@ struct Peer {
     last_seq: u64,
     last_heard: Instant,
     state: State,
-    /// Source address of the last accepted heartbeat (diagnostics only).
+    /// Source address of the last accepted heartbeat (heartbeats are sent from the listening
+    /// socket, so this is where the peer listens).
     src: SocketAddr,
 }
 
@@ -652,6 +653,21 @@ impl Membership {
             .map(|(n, _)| n.clone())
             .chain(std::iter::once(self.me.clone()))
             .collect()
+    }
+
+    /// Where heartbeats go: the configured peers plus the source address of every peer
+    /// currently alive. A speaker that just started knows its peers from the Pods list, but
+    /// they learn its address only at their next list; answering whoever authenticated to us
+    /// makes the view symmetric within one interval instead.
+    pub fn targets(&self) -> BTreeSet<SocketAddr> {
+        let mut t = self.peers.clone();
+        t.extend(
+            self.nodes
+                .values()
+                .filter(|p| p.state == State::Alive)
+                .map(|p| p.src),
+        );
+        t
     }
 
     /// Source address of the last accepted heartbeat from `node`, if it is tracked.
@@ -1044,6 +1060,23 @@ mod tests {
             ),
             Ok(up("b"))
         );
+    }
+
+    #[test]
+    fn heartbeats_also_go_to_peers_that_reached_us() {
+        let t0 = Instant::now();
+        let mut a = member("a", 1, None);
+        let mut b = member("b", 1, None);
+        let b_addr: SocketAddr = "192.0.2.2:7946".parse().expect("addr");
+        assert!(a.targets().is_empty());
+        assert_eq!(
+            a.on_datagram(t0, &b.encode_heartbeat(false), b_addr),
+            Ok(up("b"))
+        );
+        assert_eq!(a.targets(), BTreeSet::from([b_addr]));
+        // Dead peers are not heartbeated unless configured.
+        a.tick(t0 + Duration::from_secs(2));
+        assert!(a.targets().is_empty());
     }
 
     #[test]

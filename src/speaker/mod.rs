@@ -47,8 +47,10 @@
 //!   gossip-only problem (apiserver fine) from silencing anyone. Without gossip a speaker is
 //!   never fenced: it cannot tell a partition from an apiserver upgrade.
 //!
-//! The apiserver probe is the speaker Pods list itself (MetalLB's RBAC grants `list`, not
-//! `watch`): every 3 s, every 1 s while hearing a minority, with a 1.5 s timeout. A cut-off
+//! The apiserver probe is a speaker Pods list: every 1 s while hearing a minority, with a 1.5 s
+//! timeout. Under MetalLB's RBAC (`list`, not `watch`) that list is also how Pods are read, every
+//! 3 s, and at once when gossip hears a speaker not listed yet; with `watch` (our manifest) the
+//! Pods are watched. A cut-off
 //! speaker is therefore fenced about 0.6 s (gossip) + up to 1.5 s (probe) after the cut.
 //!
 //! Residual risk, stated: a broken A↔B path while both reach C and the apiserver can still give
