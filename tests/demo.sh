@@ -152,7 +152,7 @@ YAML
     env METALLB_NODE_NAME=$n METALLB_HOST=$HARNESS_NODE_ADDR METALLB_ML_BIND_ADDR=$HARNESS_NODE_ADDR \
     METALLB_ML_LABELS=app=metallb,component=speaker METALLB_ML_SECRET_KEY=demo-secret \
     target/debug/speaker --namespace metallb-system --kubeconfig "$KUBECONFIG" > "$work/speaker-$n.log" 2>&1 &
-  spk+=($!)
+  spk+=($!); disown "$!"
   echo "$n: netns demo-$n, eth0 $HARNESS_NODE_ADDR, MAC ${mac[$n]}"
 done
 trap 'kill ${spk[*]} $ctl 2>/dev/null; tests/harness/cluster stop "$HARNESS_CLUSTER_DIR" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
