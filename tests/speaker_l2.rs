@@ -394,6 +394,24 @@ async fn reload_and_gratuitous_under_0_9_rbac() -> Result<()> {
     )
     .await?;
 
+    // The pool switches to BGP: layer 2 withdraws at once (nobody answers); back to layer 2:
+    // answered again by the same owner.
+    let bgp = "peers:\n- peer-address: 192.0.2.1\n  peer-asn: 64500\n  my-asn: 64501\naddress-pools:\n- name: a\n  protocol: bgp\n  addresses: [203.0.113.96/28]\n";
+    lab.set_config(bgp).await?;
+    let t = Instant::now();
+    loop {
+        if lab.arping(ip, 2)?.is_empty() {
+            break;
+        }
+        ensure!(
+            t.elapsed() < WAIT,
+            "{ip} still answered by layer 2 in a BGP pool"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    lab.set_config(pool_a).await?;
+    lab.wait_arp_owner(ip, owner).await?;
+
     // Gratuitous burst on takeover, observed by tcpdump in the client namespace.
     let mut dump = tokio::process::Command::new("ip")
         .args(["netns", "exec", &lab.client_ns, "stdbuf", "-oL"])
