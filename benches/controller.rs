@@ -1,6 +1,6 @@
 //! Controller benchmarks against the real kube-apiserver + etcd of `tests/harness`.
 //!
-//! Run: `cargo bench --bench controller` (starts its own cluster; ~2 minutes).
+//! Run: `cargo bench --bench controller` (starts its own cluster; ~4-6 minutes on 2 cores).
 //!
 //! 1. Service create → IP in status, p50/p99 over sequential creations;
 //! 2. N Services (default 10,000; `BENCH_SERVICES`) created while the controller is down, then

@@ -11,7 +11,10 @@
 //! ```
 //!
 //! One task owns the allocator and makes every decision, so there is no lock and no race on
-//! the allocation state. Writes (status PUTs, the optional pool annotation, Events) run as
+//! the allocation state. It keeps each Service as a compact [`Record`] (what the decisions need
+//! and what a status write must send back), never as a whole object: Services are parsed as
+//! [`LeanService`] (no managed fields) and reduced in the watch task, and status PUT bodies are
+//! built from the record. Writes (status PUTs, the optional pool annotation, Events) run as
 //! bounded concurrent tasks (`WRITERS`), never two at once for one Service; their results come
 //! back into the loop, and a Service that changed meanwhile is converged again. Across processes, a Lease (when RBAC allows it, see
 //! [`lease`]) makes sure only one controller writes.
@@ -34,11 +37,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
+use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event as WEvent};
-use kube::{Client, ResourceExt};
 use prometheus::Registry;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, info, warn};
@@ -46,7 +49,7 @@ use tracing::{debug, info, warn};
 use crate::allocator::{Allocator, Family, quote_ips};
 use crate::cli::{LogFormat, LogLevel};
 use crate::k8s::events::{Kind, Recorder, reference};
-use crate::k8s::service::{self as svcs, Desired};
+use crate::k8s::service::{self as svcs, Desired, LeanService, Record};
 use crate::metrics::{AllocatorMetrics, ClientMetrics};
 use crate::reload::{Reload, Reloader};
 
@@ -112,8 +115,23 @@ enum Input {
     /// The config payload (`None`: the ConfigMap or file does not exist), with the object to
     /// attach Events to.
     Config(Option<String>, Option<ObjectReference>),
-    /// A Service watch event.
-    Service(Box<WEvent<Service>>),
+    /// A Service watch event, the Service already reduced to its [`Record`].
+    Service(SvcEvent),
+}
+
+/// A Service watch event (`namespace/name` keys and compact records, never whole objects).
+#[derive(Debug)]
+enum SvcEvent {
+    /// A (re)list starts.
+    Init,
+    /// One Service of the (re)list.
+    InitApply(String, Box<Record>),
+    /// The (re)list is complete.
+    InitDone,
+    /// A Service was added or changed.
+    Apply(String, Box<Record>),
+    /// A Service is gone.
+    Delete(String),
 }
 
 /// The outcome of one write task (sent on its own unbounded channel: at most [`WRITERS`]
@@ -122,7 +140,7 @@ enum Input {
 struct Written {
     key: String,
     /// The object as the apiserver returned it.
-    obj: Option<Service>,
+    obj: Option<Box<Record>>,
     /// RBAC refused the pool annotation.
     annotate_forbidden: bool,
 }
@@ -205,14 +223,18 @@ impl Args {
                 ));
             }
         }
-        tokio::spawn(watch_services(client.clone(), tx.clone()));
+        tokio::spawn(watch_services(
+            client.clone(),
+            self.lb_class.clone(),
+            tx.clone(),
+        ));
 
         let recorder = Recorder::new(client.clone(), "metallb-controller", None);
         let (written_tx, written_rx) = mpsc::unbounded_channel();
         let mut state = State {
             client,
             recorder,
-            lb_class: self.lb_class.clone(),
+            lb_class: Arc::from(self.lb_class.as_str()),
             alloc: Allocator::new(),
             reload: Reloader::new(),
             services: BTreeMap::new(),
@@ -351,72 +373,92 @@ async fn watch_file(path: PathBuf, tx: mpsc::Sender<Input>) {
     }
 }
 
-async fn watch_services(client: Client, tx: mpsc::Sender<Input>) {
-    let api: Api<Service> = Api::all(client);
-    // Small list pages: the initial list of 10,000 Services is the memory peak otherwise.
-    let mut stream = watcher::watcher(api, watcher::Config::default().page_size(100))
+async fn watch_services(client: Client, lb_class: String, tx: mpsc::Sender<Input>) {
+    // LeanService: list pages and watch events are parsed without managedFields, and each
+    // Service is reduced to its Record here, before it is queued.
+    let api: Api<LeanService> = Api::all(client);
+    let mut stream = watcher::watcher(api, watcher::Config::default().page_size(LIST_PAGE))
         .default_backoff()
         .boxed();
+    let record = |s: LeanService| {
+        let key = svcs::key(&s.0);
+        (key, Box::new(Record::new(s.0, &lb_class)))
+    };
     while let Some(ev) = stream.next().await {
-        match ev {
-            Ok(ev) => {
-                let ev = ev.modify(slim);
-                if tx.send(Input::Service(Box::new(ev))).await.is_err() {
-                    return;
-                }
+        let ev = match ev {
+            Ok(WEvent::Init) => SvcEvent::Init,
+            Ok(WEvent::InitApply(s)) => {
+                let (k, r) = record(s);
+                SvcEvent::InitApply(k, r)
             }
-            Err(e) => warn!(error = %e, "Service watch failed; retrying"),
+            Ok(WEvent::InitDone) => SvcEvent::InitDone,
+            Ok(WEvent::Apply(s)) => {
+                let (k, r) = record(s);
+                SvcEvent::Apply(k, r)
+            }
+            Ok(WEvent::Delete(s)) => SvcEvent::Delete(svcs::key(&s.0)),
+            Err(e) => {
+                warn!(error = %e, "Service watch failed; retrying");
+                continue;
+            }
+        };
+        if tx.send(Input::Service(ev)).await.is_err() {
+            return;
         }
     }
 }
 
-/// PUT `ips` as the Service's status. On a conflict, read the Service again: if it already has
-/// that status we are done, otherwise retry (twice). `Ok(None)`: the Service is gone.
+/// Services per list page of the initial (re)list.
+const LIST_PAGE: u32 = 100;
+
+/// `namespace/name` → (namespace, name).
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("", key))
+}
+
+/// PUT `ips` as the Service's status, built from its record (metadata as last read, with its
+/// resourceVersion as precondition). On a conflict, read the Service again: if it already has
+/// that status we are done, otherwise retry from the fresh copy (twice). `Ok(None)`: the
+/// Service is gone.
 async fn put_status(
-    api: &Api<Service>,
-    name: &str,
-    svc: &Service,
+    api: &Api<LeanService>,
+    key: &str,
+    rec: &Record,
     ips: &[IpAddr],
-) -> kube::Result<Option<Service>> {
+    lb_class: &str,
+) -> kube::Result<Option<Record>> {
     let pp = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    let mut target = svcs::with_status(svc, ips);
+    let (ns, name) = split_key(key);
+    let mut target = rec.status_body(ns, name, ips);
     let mut attempt = 0;
     loop {
         match api.replace_status(name, &pp, &target).await {
-            Ok(updated) => return Ok(Some(updated)),
+            Ok(updated) => return Ok(Some(Record::new(updated.0, lb_class))),
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(None),
             Err(kube::Error::Api(e)) if e.code == 409 && attempt < 2 => {
                 attempt += 1;
-                let fresh = api.get(name).await?;
-                if svcs::status_ips(&fresh) == ips && (!ips.is_empty() || !svcs::has_status(&fresh))
-                {
+                let fresh = Record::new(api.get(name).await?.0, lb_class);
+                if fresh.status_is(ips) {
                     return Ok(Some(fresh));
                 }
-                target = svcs::with_status(&fresh, ips);
+                target = fresh.status_body(ns, name, ips);
             }
             Err(e) => return Err(e),
         }
     }
 }
 
-/// Drop what the controller never reads from a cached Service: its managed fields (with
-/// 10,000 Services most of the memory). Nothing else may go: status PUTs send the cached
-/// object, and the apiserver keeps metadata from the body (an omitted `managedFields` is the
-/// one field it leaves as stored; tests/controller.rs checks both).
-fn slim(svc: &mut Service) {
-    svc.metadata.managed_fields = None;
-}
-
 struct State {
     client: Client,
     recorder: Recorder,
-    lb_class: String,
+    lb_class: Arc<str>,
     alloc: Allocator,
     reload: Reloader,
-    services: BTreeMap<String, Service>,
+    /// Every Service by `namespace/name`, as compact records (see [`Record`]).
+    services: BTreeMap<String, Record>,
     synced: bool,
     config_ref: Option<ObjectReference>,
     /// Set when IPs were released: waiting Services and a stale config get another try.
@@ -441,7 +483,7 @@ struct State {
 
 impl State {
     async fn run(&mut self, mut rx: mpsc::Receiver<Input>) -> anyhow::Result<()> {
-        let mut init: BTreeMap<String, Service> = BTreeMap::new();
+        let mut init: BTreeMap<String, Record> = BTreeMap::new();
         loop {
             let input = tokio::select! {
                 i = rx.recv() => match i {
@@ -462,12 +504,12 @@ impl State {
                     }
                     self.offer_config(payload.as_deref()).await;
                 }
-                Input::Service(ev) => match *ev {
-                    WEvent::Init => init.clear(),
-                    WEvent::InitApply(s) => {
-                        init.insert(svcs::key(&s), s);
+                Input::Service(ev) => match ev {
+                    SvcEvent::Init => init.clear(),
+                    SvcEvent::InitApply(k, r) => {
+                        init.insert(k, *r);
                     }
-                    WEvent::InitDone => {
+                    SvcEvent::InitDone => {
                         // A (re)list completed: it is the truth. Forget what vanished meanwhile.
                         let gone: Vec<String> = self
                             .services
@@ -482,9 +524,8 @@ impl State {
                         self.synced = true;
                         self.converge_all().await;
                     }
-                    WEvent::Apply(s) => {
-                        let k = svcs::key(&s);
-                        if !self.cache(k.clone(), s) {
+                    SvcEvent::Apply(k, r) => {
+                        if !self.cache(k.clone(), *r) {
                             // An older version than the one our own write returned.
                             continue;
                         }
@@ -492,8 +533,7 @@ impl State {
                             self.converge(&k).await;
                         }
                     }
-                    WEvent::Delete(s) => {
-                        let k = svcs::key(&s);
+                    SvcEvent::Delete(k) => {
                         self.services.remove(&k);
                         if self.alloc.unassign(&k) {
                             debug!(service = %k, "Released the IPs of a deleted Service");
@@ -521,9 +561,8 @@ impl State {
                 "RBAC does not allow updating Services (MetalLB 0.9-0.12 roles): not writing metallb.io/ip-allocated-from-pool"
             );
         }
-        if let (Some(mut obj), true) = (obj, self.services.contains_key(&key)) {
-            slim(&mut obj);
-            self.cache(key.clone(), obj);
+        if let (Some(obj), true) = (obj, self.services.contains_key(&key)) {
+            self.cache(key.clone(), *obj);
         }
         if dirty {
             self.redo.insert(key);
@@ -634,19 +673,15 @@ impl State {
     /// Cache a Service unless the cached copy is newer (our write's response can overtake the
     /// watch events of earlier writes; an older copy would only cause a redundant write).
     /// resourceVersions are etcd revisions; when one does not parse, the new copy wins.
-    fn cache(&mut self, key: String, svc: Service) -> bool {
-        let rv = |s: &Service| {
-            s.metadata
-                .resource_version
-                .as_deref()
-                .and_then(|v| v.parse::<u64>().ok())
-        };
-        if let (Some(old), Some(new)) = (self.services.get(&key).and_then(rv), rv(&svc))
-            && new < old
+    fn cache(&mut self, key: String, rec: Record) -> bool {
+        if let (Some(old), Some(new)) = (
+            self.services.get(&key).and_then(Record::revision),
+            rec.revision(),
+        ) && new < old
         {
             return false;
         }
-        self.services.insert(key, svc);
+        self.services.insert(key, rec);
         true
     }
 
@@ -655,13 +690,7 @@ impl State {
         let mut keys: Vec<(bool, Option<k8s_openapi::jiff::Timestamp>, String)> = self
             .services
             .iter()
-            .map(|(k, s)| {
-                (
-                    !svcs::has_status(s),
-                    s.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                    k.clone(),
-                )
-            })
+            .map(|(k, s)| (!s.has_status, s.created, k.clone()))
             .collect();
         keys.sort();
         for (_, _, k) in keys {
@@ -680,28 +709,27 @@ impl State {
             debug!(service = %key, "Not processing, still waiting for config");
             return;
         }
-        let current = svcs::status_ips(&svc);
-        let req = match svcs::desired(&svc, &self.lb_class) {
+        let current = svc.ips.to_vec();
+        let req = match &svc.desired {
             Desired::NotOurs(why) => {
                 let owned = self.alloc.unassign(key);
-                let not_lb =
-                    svc.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer");
-                if owned || (not_lb && svcs::has_status(&svc)) {
+                if owned || (!svc.load_balancer && svc.has_status) {
                     debug!(service = %key, why, "Clearing the status of a Service that is not ours");
-                    self.write(&svc, Some(Vec::new()), None).await;
+                    self.write(key, &svc, Some(Vec::new()), None).await;
                 }
                 self.released |= owned;
                 return;
             }
             Desired::NoClusterIp(why) => {
-                if self.alloc.unassign(key) || svcs::has_status(&svc) {
-                    self.write(&svc, Some(Vec::new()), None).await;
+                if self.alloc.unassign(key) || svc.has_status {
+                    self.write(key, &svc, Some(Vec::new()), None).await;
                 }
                 debug!(service = %key, why, "No cluster IP");
                 return;
             }
             Desired::Invalid(msg) => {
                 self.event(
+                    key,
                     &svc,
                     Kind::Warning,
                     "LoadBalancerFailed",
@@ -719,11 +747,11 @@ impl State {
             let clear_reason = if !fits_family {
                 Some("the IP family changed".to_string())
             } else {
-                match self.alloc.assign(key, &current, &req) {
+                match self.alloc.assign(key, &current, req) {
                     Err(e) => Some(e.to_string()),
                     Ok(()) => {
-                        let pool = self.alloc.pool_of(current[0]).map(str::to_string);
-                        if req.pool.is_some() && pool != req.pool {
+                        let pool = self.alloc.pool_of(current[0]);
+                        if req.pool.is_some() && pool != req.pool.as_deref() {
                             Some("a different pool was requested".into())
                         } else if !req.ips.is_empty() && sorted(&req.ips) != sorted(&current) {
                             Some("a different IP was requested".into())
@@ -738,7 +766,7 @@ impl State {
                 Some(why) => {
                     self.alloc.unassign(key);
                     info!(service = %key, ips = %quote_ips(&current), why = %why, "Current IP not allowed by config, clearing");
-                    self.event(&svc, Kind::Normal, "ClearAssignment", &format!("current IP for {key:?} not allowed by config, will attempt for new IP assignment: {why}")).await;
+                    self.event(key, &svc, Kind::Normal, "ClearAssignment", &format!("current IP for {key:?} not allowed by config, will attempt for new IP assignment: {why}")).await;
                 }
             }
         }
@@ -747,10 +775,11 @@ impl State {
             None if !self.synced => return,
             None => {
                 // Requested IPs, else the requested pool, else auto-assign pools in config order.
-                match self.alloc.allocate(key, &req) {
+                match self.alloc.allocate(key, req) {
                     Ok(ips) => {
                         info!(service = %key, ips = %quote_ips(&ips), "IP allocated");
                         self.event(
+                            key,
                             &svc,
                             Kind::Normal,
                             "IPAllocated",
@@ -760,11 +789,12 @@ impl State {
                         ips
                     }
                     Err(e) => {
-                        if svcs::status_ips(&svc).is_empty() {
+                        if svc.ips.is_empty() {
                             // Avoid repeating the same Event on every resync of a waiting Service.
                             debug!(service = %key, error = %e, "Allocation failed");
                         }
                         self.event(
+                            key,
                             &svc,
                             Kind::Warning,
                             e.reason(),
@@ -776,25 +806,26 @@ impl State {
                 }
             }
         };
-        let status_ok =
-            svcs::status_ips(&svc) == ips && (!ips.is_empty() || !svcs::has_status(&svc));
+        let status_ok = svc.status_is(&ips);
         let pool = match (self.annotate, ips.is_empty()) {
             (true, false) => self.alloc.pool_of_service(key).map(str::to_string),
             _ => None,
         }
-        .filter(|p| svcs::annotation(&svc, "ip-allocated-from-pool") != Some(p.as_str()));
+        .filter(|p| svc.pool_annotation.as_deref() != Some(p.as_str()));
         if !status_ok || pool.is_some() {
-            self.write(&svc, (!status_ok).then_some(ips), pool).await;
+            self.write(key, &svc, (!status_ok).then_some(ips), pool)
+                .await;
         }
     }
 
     /// Publish an Event about a Service without holding up the loop.
-    async fn event(&self, svc: &Service, kind: Kind, reason: &str, msg: &str) {
+    async fn event(&self, key: &str, svc: &Record, kind: Kind, reason: &str, msg: &str) {
         let Ok(permit) = self.event_slots.clone().acquire_owned().await else {
             return;
         };
         let recorder = self.recorder.clone();
-        let (r, reason, msg) = (reference(svc), reason.to_string(), msg.to_string());
+        let (ns, name) = split_key(key);
+        let (r, reason, msg) = (svc.reference(ns, name), reason.to_string(), msg.to_string());
         tokio::spawn(async move {
             recorder.publish(&r, kind, &reason, &msg).await;
             drop(permit);
@@ -806,15 +837,20 @@ impl State {
     /// `pool` is set (MetalLB 0.9–0.12 RBAC cannot update Services: the first 403 turns it
     /// off). The write runs as its own task; its result comes back as a [`Written`]. A
     /// Service that changes while its write is in flight is converged again afterwards.
-    async fn write(&mut self, svc: &Service, ips: Option<Vec<IpAddr>>, pool: Option<String>) {
-        let key = svcs::key(svc);
-        if let Some(dirty) = self.inflight.get_mut(&key) {
+    async fn write(
+        &mut self,
+        key: &str,
+        svc: &Record,
+        ips: Option<Vec<IpAddr>>,
+        pool: Option<String>,
+    ) {
+        if let Some(dirty) = self.inflight.get_mut(key) {
             *dirty = true;
             return;
         }
         // Back-pressure: at most WRITERS write tasks exist at any time (each holds a copy of
-        // its Service), however many Services need a write. While all are busy, take in their
-        // results: each task releases its slot just before reporting.
+        // its Service's record), however many Services need a write. While all are busy, take
+        // in their results: each task releases its slot just before reporting.
         let permit = loop {
             if let Ok(p) = self.writers.clone().try_acquire_owned() {
                 break p;
@@ -824,40 +860,39 @@ impl State {
                 None => return,
             }
         };
+        let key = key.to_string();
         self.inflight.insert(key.clone(), false);
-        let api: Api<Service> =
-            Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
+        let (ns, _) = split_key(&key);
+        let api: Api<LeanService> = Api::namespaced(self.client.clone(), ns);
         let svc = svc.clone();
-        let (tx, errors) = (
+        let (tx, errors, lb_class) = (
             self.written_tx.clone(),
             self.client_metrics.update_errors.clone(),
+            self.lb_class.clone(),
         );
         tokio::spawn(async move {
-            let name = svc.name_any();
+            let (_, name) = split_key(&key);
             let mut annotate_forbidden = false;
             let mut obj = match &ips {
-                Some(ips) => put_status(&api, &name, &svc, ips)
+                Some(ips) => put_status(&api, &key, &svc, ips, &lb_class)
                     .await
                     .unwrap_or_else(|e| {
                         errors.inc();
                         warn!(service = %key, error = %e, "Cannot write the Service status");
                         None
                     }),
-                None => Some(svc.clone()),
+                None => Some(svc),
             };
             if let (Some(pool), Some(current)) = (pool, obj.as_ref()) {
                 const ANN: &str = "metallb.io/ip-allocated-from-pool";
-                if svcs::annotation(current, "ip-allocated-from-pool") != Some(pool.as_str()) {
+                if current.pool_annotation.as_deref() != Some(pool.as_str()) {
                     let patch = serde_json::json!({"metadata": {"annotations": {ANN: pool}}});
                     let pp = kube::api::PatchParams {
                         field_manager: Some(FIELD_MANAGER.into()),
                         ..Default::default()
                     };
-                    match api
-                        .patch(&name, &pp, &kube::api::Patch::Merge(&patch))
-                        .await
-                    {
-                        Ok(o) => obj = Some(o),
+                    match api.patch(name, &pp, &kube::api::Patch::Merge(&patch)).await {
+                        Ok(o) => obj = Some(Record::new(o.0, &lb_class)),
                         Err(kube::Error::Api(e)) if e.code == 403 => annotate_forbidden = true,
                         Err(e) => {
                             debug!(service = %key, error = %e, "Cannot annotate the Service with its pool")
@@ -865,14 +900,11 @@ impl State {
                     }
                 }
             }
-            if let Some(o) = obj.as_mut() {
-                slim(o);
-            }
             // Release the slot, then report (the unbounded send never waits).
             drop(permit);
             let _ = tx.send(Written {
                 key,
-                obj,
+                obj: obj.map(Box::new),
                 annotate_forbidden,
             });
         });

@@ -6,9 +6,13 @@
 //! `spec.loadBalancerIP` or the `loadBalancerIPs` annotation (not both); annotations read under
 //! both prefixes `metallb.universe.tf/` and `metallb.io/`, the new one winning.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ObjectReference, Service, ServiceSpec, ServiceStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference, Time};
+use serde::{Deserialize, Serialize};
 
 use crate::allocator::{Family, Port, Proto, Request, local_backend_key};
 
@@ -176,6 +180,237 @@ pub fn with_status(svc: &Service, ips: &[IpAddr]) -> Service {
     out
 }
 
+/// A Service as the controller reads and writes it: the same JSON as a [`Service`], but
+/// deserializing keeps only the metadata the controller uses or must send back
+/// (`managedFields`, by far the largest part of a listed Service, is skipped while parsing and
+/// never allocated). Serializes as the wrapped [`Service`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LeanService(pub Service);
+
+/// The metadata fields [`LeanService`] reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeanMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    generate_name: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    creation_timestamp: Option<Time>,
+    deletion_timestamp: Option<Time>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+    finalizers: Option<Vec<String>>,
+    owner_references: Option<Vec<OwnerReference>>,
+}
+
+#[derive(Deserialize)]
+struct LeanWire {
+    metadata: Option<LeanMeta>,
+    spec: Option<ServiceSpec>,
+    status: Option<ServiceStatus>,
+}
+
+impl<'de> Deserialize<'de> for LeanService {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = LeanWire::deserialize(d)?;
+        let m = w.metadata;
+        let metadata = match m {
+            None => ObjectMeta::default(),
+            Some(m) => ObjectMeta {
+                name: m.name,
+                namespace: m.namespace,
+                generate_name: m.generate_name,
+                uid: m.uid,
+                resource_version: m.resource_version,
+                creation_timestamp: m.creation_timestamp,
+                deletion_timestamp: m.deletion_timestamp,
+                labels: m.labels,
+                annotations: m.annotations,
+                finalizers: m.finalizers,
+                owner_references: m.owner_references,
+                ..Default::default()
+            },
+        };
+        Ok(LeanService(Service {
+            metadata,
+            spec: w.spec,
+            status: w.status,
+        }))
+    }
+}
+
+impl Serialize for LeanService {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl kube::Resource for LeanService {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Service".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+    fn api_version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "services".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.0.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.0.metadata
+    }
+}
+
+/// What the controller keeps of one Service between events: what [`desired`] made of it, its
+/// status, and what a status write must send back. A few hundred bytes instead of the whole
+/// object. Its `namespace/name` is the key it is stored under.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// `metadata.uid` (for Events).
+    pub uid: Option<Box<str>>,
+    /// `metadata.resourceVersion` (the status write's precondition).
+    pub resource_version: Option<Box<str>>,
+    /// `metadata.creationTimestamp` (restart order: oldest first).
+    pub created: Option<k8s_openapi::jiff::Timestamp>,
+    /// `spec.type` is `LoadBalancer`.
+    pub load_balancer: bool,
+    /// [`desired`] for the controller's `--lb-class`.
+    pub desired: Desired,
+    /// [`status_ips`].
+    pub ips: Box<[IpAddr]>,
+    /// [`has_status`].
+    pub has_status: bool,
+    /// The `ip-allocated-from-pool` annotation (either prefix).
+    pub pool_annotation: Option<Box<str>>,
+    /// What a status PUT must carry back unchanged (None when there is nothing).
+    kept: Option<Box<Kept>>,
+}
+
+/// The parts of a Service a status PUT persists from its body and the controller does not
+/// otherwise keep: the apiserver's Service status strategy resets only `spec` to the stored
+/// one, so labels, annotations (kubectl's last-applied copy), finalizers, owner references and
+/// status conditions must be sent back as they are.
+#[derive(Clone, Debug, PartialEq, Default)]
+struct Kept {
+    generate_name: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+    finalizers: Option<Vec<String>>,
+    owner_references: Option<Vec<OwnerReference>>,
+    conditions: Option<Vec<Condition>>,
+}
+
+impl Record {
+    /// The record of `svc` for a controller of `lb_class`. Takes the Service apart (what it
+    /// must send back moves into the record instead of being copied).
+    pub fn new(svc: Service, lb_class: &str) -> Record {
+        let desired = desired(&svc, lb_class);
+        let ips = status_ips(&svc).into_boxed_slice();
+        let has_status = has_status(&svc);
+        let pool_annotation = annotation(&svc, "ip-allocated-from-pool").map(Box::from);
+        let load_balancer =
+            svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
+        let m = svc.metadata;
+        let kept = Kept {
+            generate_name: m.generate_name,
+            labels: m.labels.filter(|l| !l.is_empty()),
+            annotations: m.annotations.filter(|a| !a.is_empty()),
+            finalizers: m.finalizers.filter(|f| !f.is_empty()),
+            owner_references: m.owner_references.filter(|o| !o.is_empty()),
+            conditions: svc
+                .status
+                .and_then(|s| s.conditions)
+                .filter(|c| !c.is_empty()),
+        };
+        Record {
+            uid: m.uid.map(String::into_boxed_str),
+            resource_version: m.resource_version.map(String::into_boxed_str),
+            created: m.creation_timestamp.map(|t| t.0),
+            load_balancer,
+            desired,
+            ips,
+            has_status,
+            pool_annotation,
+            kept: (kept != Kept::default()).then(|| Box::new(kept)),
+        }
+    }
+
+    /// `metadata.resourceVersion` as a number (etcd revisions), if it is one.
+    pub fn revision(&self) -> Option<u64> {
+        self.resource_version.as_deref()?.parse().ok()
+    }
+
+    /// The body of a status PUT (`services/status`) that sets `status.loadBalancer` to exactly
+    /// `ips` (empty: cleared) and changes nothing else: metadata as it was read (the
+    /// resourceVersion makes it conditional), no spec (the apiserver keeps the stored one).
+    /// Ingress entries carry `ipMode: VIP`, as the apiserver's defaulting would have set.
+    pub fn status_body(&self, namespace: &str, name: &str, ips: &[IpAddr]) -> LeanService {
+        use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus};
+        let k = self.kept.as_deref().cloned().unwrap_or_default();
+        LeanService(Service {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                uid: self.uid.as_deref().map(String::from),
+                resource_version: self.resource_version.as_deref().map(String::from),
+                generate_name: k.generate_name,
+                labels: k.labels,
+                annotations: k.annotations,
+                finalizers: k.finalizers,
+                owner_references: k.owner_references,
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(ServiceStatus {
+                conditions: k.conditions,
+                load_balancer: Some(LoadBalancerStatus {
+                    ingress: (!ips.is_empty()).then(|| {
+                        ips.iter()
+                            .map(|ip| LoadBalancerIngress {
+                                ip: Some(ip.to_string()),
+                                // What the apiserver defaults for a LoadBalancer (1.30+), and
+                                // requires; it cannot default it here: the body has no spec.
+                                ip_mode: Some("VIP".into()),
+                                ..Default::default()
+                            })
+                            .collect()
+                    }),
+                }),
+            }),
+        })
+    }
+
+    /// Whether the status already is exactly `ips` (empty: no status at all).
+    pub fn status_is(&self, ips: &[IpAddr]) -> bool {
+        *self.ips == *ips && (!ips.is_empty() || !self.has_status)
+    }
+
+    /// The Event reference to this Service.
+    pub fn reference(&self, namespace: &str, name: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            uid: self.uid.as_deref().map(String::from),
+            resource_version: self.resource_version.as_deref().map(String::from),
+            ..Default::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,5 +520,72 @@ mod tests {
         assert_eq!(status_ips(&w), ips);
         assert!(has_status(&w));
         assert!(!has_status(&with_status(&w, &[])));
+    }
+
+    #[test]
+    fn lean_services_skip_managed_fields_and_keep_what_a_status_write_sends_back() {
+        let json = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "web", "namespace": "shop", "uid": "u1", "resourceVersion": "42",
+                "creationTimestamp": "2024-01-02T03:04:05Z",
+                "labels": {"app": "web"},
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                    "metallb.universe.tf/ip-allocated-from-pool": "a"
+                },
+                "finalizers": ["service.kubernetes.io/load-balancer-cleanup"],
+                "managedFields": [{"manager": "kubectl", "operation": "Update"}]
+            },
+            "spec": {"type": "LoadBalancer", "clusterIPs": ["10.96.0.10"], "ports": [{"port": 80}]},
+            "status": {
+                "loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]},
+                "conditions": [{"type": "T", "status": "True", "lastTransitionTime": "2024-01-02T03:04:05Z", "reason": "R", "message": ""}]
+            }
+        });
+        let lean: LeanService = serde_json::from_value(json).unwrap();
+        assert!(lean.0.metadata.managed_fields.is_none());
+        let rec = Record::new(lean.0.clone(), "");
+        assert!(matches!(rec.desired, Desired::Allocate(_)));
+        assert_eq!(rec.revision(), Some(42));
+        assert_eq!(rec.pool_annotation.as_deref(), Some("a"));
+        assert!(rec.status_is(&["192.0.2.1".parse().unwrap()]));
+        assert!(!rec.status_is(&[]));
+
+        let body = rec.status_body("shop", "web", &[]).0;
+        assert_eq!(body.metadata.name.as_deref(), Some("web"));
+        assert_eq!(body.metadata.resource_version.as_deref(), Some("42"));
+        assert_eq!(body.metadata.annotations, lean.0.metadata.annotations);
+        assert_eq!(body.metadata.labels, lean.0.metadata.labels);
+        assert_eq!(body.metadata.finalizers, lean.0.metadata.finalizers);
+        assert!(body.spec.is_none());
+        let st = body.status.unwrap();
+        assert_eq!(st.conditions.map(|c| c.len()), Some(1));
+        assert!(!has_status(&Service {
+            status: Some(ServiceStatus {
+                conditions: None,
+                load_balancer: st.load_balancer
+            }),
+            ..Default::default()
+        }));
+
+        let ips: Vec<IpAddr> = vec!["2001:db8::1".parse().unwrap()];
+        let body = rec.status_body("shop", "web", &ips);
+        let wire = serde_json::to_value(&body).unwrap();
+        assert_eq!(wire["kind"], "Service");
+        assert_eq!(
+            wire["status"]["loadBalancer"]["ingress"][0]["ip"],
+            "2001:db8::1"
+        );
+        let back: LeanService = serde_json::from_value(wire).unwrap();
+        assert_eq!(status_ips(&back.0), ips);
+    }
+
+    #[test]
+    fn records_without_user_metadata_stay_small() {
+        let rec = Record::new(svc(&[]), "");
+        assert!(rec.kept.is_none());
+        assert_eq!(rec.reference("shop", "web").name.as_deref(), Some("web"));
     }
 }
