@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::runtime::WatchStreamExt;
@@ -48,7 +48,8 @@ use tracing::{debug, info, warn};
 
 use crate::allocator::{Allocator, Family, quote_ips};
 use crate::cli::{LogFormat, LogLevel};
-use crate::k8s::events::{Kind, Recorder, reference};
+use crate::k8s::events::{Kind, Recorder};
+use crate::k8s::source;
 use crate::k8s::service::{self as svcs, Desired, LeanService, Record};
 use crate::metrics::{AllocatorMetrics, ClientMetrics};
 use crate::reload::{Reload, Reloader};
@@ -109,6 +110,10 @@ pub struct Args {
     pub disable_leader_election: bool,
 }
 
+fn config_input(c: source::ConfigInput) -> Input {
+    Input::Config(c.payload, c.reference)
+}
+
 /// What the loop reacts to.
 #[derive(Debug)]
 enum Input {
@@ -145,41 +150,14 @@ struct Written {
     annotate_forbidden: bool,
 }
 
-/// The namespace the controller runs in.
-fn namespace(flag: Option<String>) -> String {
-    flag.filter(|s| !s.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-                .ok()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| "metallb-system".into())
-}
 
-/// A client from `--kubeconfig` or the environment.
-pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
-    match kubeconfig {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("reading kubeconfig {}", p.display()))?;
-            let cfg = kube::Config::from_custom_kubeconfig(
-                kc,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await?;
-            Ok(Client::try_from(cfg)?)
-        }
-        None => Ok(Client::try_default().await?),
-    }
-}
 
 impl Args {
     /// Run the controller until it fails or loses its Lease.
     pub async fn run(self) -> anyhow::Result<()> {
         crate::cli::init_tracing(self.log_level, self.log_format);
-        let ns = namespace(self.namespace.clone());
-        let client = client(self.kubeconfig.as_deref()).await?;
+        let ns = source::namespace(self.namespace.clone());
+        let client = source::client(self.kubeconfig.as_deref()).await?;
         info!(namespace = %ns, config = %self.config, version = env!("CARGO_PKG_VERSION"), "Starting metallb-rs controller");
         if self.enable_pprof {
             info!("--enable-pprof is accepted for compatibility; there is no pprof endpoint");
@@ -212,14 +190,15 @@ impl Args {
         let (tx, rx) = mpsc::channel(1024);
         match &self.config_file {
             Some(path) => {
-                tokio::spawn(watch_file(path.clone(), tx.clone()));
+                tokio::spawn(source::watch_file(path.clone(), tx.clone(), config_input));
             }
             None => {
-                tokio::spawn(watch_configmap(
+                tokio::spawn(source::watch_configmap(
                     client.clone(),
                     ns.clone(),
                     self.config.clone(),
                     tx.clone(),
+                    config_input,
                 ));
             }
         }
@@ -297,81 +276,7 @@ fn random_hex(n: usize) -> std::io::Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-async fn watch_configmap(client: Client, ns: String, name: String, tx: mpsc::Sender<Input>) {
-    let api: Api<ConfigMap> = Api::namespaced(client, &ns);
-    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
-    let mut seen_in_init = false;
-    while let Some(ev) = stream.next().await {
-        let input = match ev {
-            Ok(WEvent::Init) => {
-                seen_in_init = false;
-                continue;
-            }
-            Ok(WEvent::InitApply(cm) | WEvent::Apply(cm)) => {
-                seen_in_init = true;
-                let payload = cm
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get("config"))
-                    .cloned()
-                    .unwrap_or_default();
-                Input::Config(Some(payload), Some(reference(&cm)))
-            }
-            Ok(WEvent::InitDone) if !seen_in_init => Input::Config(None, None),
-            Ok(WEvent::InitDone) => continue,
-            Ok(WEvent::Delete(cm)) => Input::Config(None, Some(reference(&cm))),
-            Err(e) => {
-                warn!(error = %e, "ConfigMap watch failed; retrying");
-                continue;
-            }
-        };
-        if tx.send(input).await.is_err() {
-            return;
-        }
-    }
-}
 
-/// Watch a mounted config file. Kubelet swaps the ConfigMap volume's `..data` symlink
-/// atomically, so we watch the directory and re-read the file on any change; the reloader's
-/// hash gate drops repeats.
-async fn watch_file(path: PathBuf, tx: mpsc::Sender<Input>) {
-    use notify::{RecursiveMode, Watcher};
-    let read = |p: &PathBuf| std::fs::read_to_string(p).ok();
-    let (ntx, mut nrx) = mpsc::channel::<()>(16);
-    let dir = path
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        let _ = ntx.try_send(());
-    });
-    let mut watcher = match watcher {
-        Ok(w) => w,
-        Err(e) => {
-            warn!(error = %e, "Cannot watch the config file; polling it every 2s");
-            loop {
-                if tx.send(Input::Config(read(&path), None)).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            }
-        }
-    };
-    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-        warn!(error = %e, dir = %dir.display(), "Cannot watch the config directory");
-    }
-    if tx.send(Input::Config(read(&path), None)).await.is_err() {
-        return;
-    }
-    loop {
-        // Fall back to a slow poll in case an event is missed.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), nrx.recv()).await;
-        if tx.send(Input::Config(read(&path), None)).await.is_err() {
-            return;
-        }
-    }
-}
 
 async fn watch_services(client: Client, lb_class: String, tx: mpsc::Sender<Input>) {
     // LeanService: list pages and watch events are parsed without managedFields, and each
