@@ -77,9 +77,9 @@ impl ProbeSocket {
             if now >= deadline {
                 return Ok(None);
             }
-            // A zero timeout means "block forever" to the kernel; keep it at least 1 µs.
-            self.sock
-                .set_read_timeout(Some((deadline - now).max(Duration::from_micros(1))))?;
+            if !sys::wait_readable(&self.sock, deadline - now)? {
+                continue;
+            }
             match (&self.sock).read(buf) {
                 Ok(n) => return Ok(Some((Instant::now(), n))),
                 Err(e)

@@ -292,6 +292,35 @@ pub fn open_link_monitor() -> io::Result<Socket> {
     Ok(sock)
 }
 
+/// Waits until `sock` is readable or `timeout` passes (`ppoll`, nanosecond timeout: unlike
+/// `SO_RCVTIMEO`, which the kernel rounds up to its tick, 4 ms at HZ=250). `true` when readable.
+pub fn wait_readable(sock: &Socket, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(i32::try_from(timeout.subsec_nanos()).unwrap_or(0)),
+    };
+    // SAFETY: `pfd` is one valid pollfd for a descriptor `sock` keeps open for the call; `ts` is
+    // a valid timespec; a null signal mask leaves the mask unchanged.
+    let rc = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+    match rc {
+        -1 => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+        0 => Ok(false),
+        _ => Ok(pfd.revents & libc::POLLIN != 0),
+    }
+}
+
 fn netlink_dump(msg_type: u16, body: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
     let sock = open_netlink()?;
     sock.set_read_timeout(Some(Duration::from_secs(2)))?;

@@ -259,6 +259,17 @@ impl Lab {
 
     /// Start node `i`'s speaker inside its namespace with only CAP_NET_RAW.
     pub(crate) fn start_speaker(&mut self, i: usize, extra: &[&str]) -> Result<()> {
+        self.start_speaker_with_log_level(i, "debug", extra)
+    }
+
+    /// [`Lab::start_speaker`] with `--log-level level` (tests use `debug`; benchmarks run the
+    /// speaker's default, `info`).
+    pub(crate) fn start_speaker_with_log_level(
+        &mut self,
+        i: usize,
+        level: &str,
+        extra: &[&str],
+    ) -> Result<()> {
         let n = &self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -275,12 +286,7 @@ impl Lab {
             ])
             .arg(env!("CARGO_BIN_EXE_speaker"))
             .args(["--namespace", &self.ns, "--lb-class", &self.class])
-            .args([
-                "--port",
-                &n.metrics_port.to_string(),
-                "--log-level",
-                "debug",
-            ])
+            .args(["--port", &n.metrics_port.to_string(), "--log-level", level])
             .arg("--kubeconfig")
             .arg(&self.speaker_kc)
             .args(extra)
@@ -304,6 +310,29 @@ impl Lab {
         for i in 0..self.nodes.len() {
             self.start_speaker(i, &[])?;
         }
+        Ok(())
+    }
+
+    /// The pid of node `i`'s running speaker (`ip netns exec` and `setpriv` exec, so the
+    /// child's pid is the speaker's own).
+    pub(crate) fn speaker_pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].speaker.as_ref().and_then(|c| c.id())
+    }
+
+    /// Create LoadBalancer Services `names` (as [`Lab::service`], endpoints on `endpoint_on`)
+    /// with up to `concurrency` in flight.
+    pub(crate) async fn services_parallel(
+        &self,
+        names: &[String],
+        endpoint_on: &[usize],
+        concurrency: usize,
+    ) -> Result<()> {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        futures::stream::iter(names)
+            .map(|name| self.service(name, json!({}), endpoint_on))
+            .buffer_unordered(concurrency.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(())
     }
 
@@ -616,6 +645,16 @@ impl Drop for Lab {
         })
         .join();
     }
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...), in KiB.
+pub(crate) fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// MACs in Habets arping output lines "60 bytes from aa:bb:cc:dd:ee:ff (203.0.113.1): ...".
