@@ -49,8 +49,8 @@ use tracing::{debug, info, warn};
 use crate::allocator::{Allocator, Family, quote_ips};
 use crate::cli::{LogFormat, LogLevel};
 use crate::k8s::events::{Kind, Recorder};
-use crate::k8s::source;
 use crate::k8s::service::{self as svcs, Desired, LeanService, Record};
+use crate::k8s::source;
 use crate::metrics::{AllocatorMetrics, ClientMetrics};
 use crate::reload::{Reload, Reloader};
 
@@ -149,8 +149,6 @@ struct Written {
     /// RBAC refused the pool annotation.
     annotate_forbidden: bool,
 }
-
-
 
 impl Args {
     /// Run the controller until it fails or loses its Lease.
@@ -275,8 +273,6 @@ fn random_hex(n: usize) -> std::io::Result<String> {
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
-
-
 
 async fn watch_services(client: Client, lb_class: String, tx: mpsc::Sender<Input>) {
     // LeanService: list pages and watch events are parsed without managedFields, and each
