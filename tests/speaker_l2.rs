@@ -471,3 +471,64 @@ async fn reload_and_gratuitous_under_0_9_rbac() -> Result<()> {
     );
     Ok(())
 }
+
+/// Without gossip (no `ml-bindaddr`, as MetalLB manifests without memberlist): `Cluster`
+/// services are still announced (MetalLB #2005), liveness comes from Kubernetes alone (a
+/// speaker Pod turning NotReady moves the IP). The config comes from a mounted file
+/// (`--config-file`), replaced the way kubelet does it, and reloads live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "requires root + netns; run by make test"]
+async fn without_gossip_from_a_mounted_config_file() -> Result<()> {
+    let mut lab = Lab::new("l2f", 2, MetallbRbac::V0_12_1).await?;
+    let layer2 = "address-pools:\n- name: a\n  protocol: layer2\n  addresses: [203.0.113.128/28]\n";
+    lab.set_config(layer2).await?;
+    let dir = lab.cluster.dir().join(format!("mounted-{}", lab.ns));
+    std::fs::create_dir_all(&dir)?;
+    let write = |payload: &str| -> Result<()> {
+        let tmp = dir.join(".config.tmp");
+        std::fs::write(&tmp, payload)?;
+        std::fs::rename(&tmp, dir.join("config"))?;
+        Ok(())
+    };
+    write(layer2)?;
+    let file = dir.join("config");
+    let file = file.to_string_lossy().to_string();
+    for i in 0..2 {
+        lab.start_speaker(i, &["--ml-bindaddr=", "--config-file", &file])?;
+    }
+    lab.service("web", json!({}), &[0, 1]).await?;
+    let ip = lab.wait_ip("web").await?;
+    let owner = lab
+        .index_of_name(expected_owner(lab.names(&[0, 1]), ip).ok_or_else(|| anyhow!("no owner"))?)
+        .ok_or_else(|| anyhow!("owner not a node"))?;
+    lab.wait_arp_owner(ip, owner).await?;
+    let log = std::fs::read_to_string(&lab.nodes[owner].log).unwrap_or_default();
+    ensure!(
+        log.contains("not starting fast dead node detection"),
+        "gossip should be off:{}",
+        lab.logs()
+    );
+    // Kubernetes says the owner's speaker is not ready: the other node takes over.
+    lab.set_pod_ready(owner, false).await?;
+    lab.wait_arp_owner(ip, 1 - owner).await?;
+    lab.set_pod_ready(owner, true).await?;
+    lab.wait_arp_owner(ip, owner).await?;
+    // The mounted file changes: the pool becomes BGP, layer 2 withdraws.
+    write(
+        "peers:\n- peer-address: 192.0.2.1\n  peer-asn: 64500\n  my-asn: 64501\naddress-pools:\n- name: a\n  protocol: bgp\n  addresses: [203.0.113.128/28]\n",
+    )?;
+    let t = Instant::now();
+    loop {
+        if lab.arping(ip, 2)?.is_empty() {
+            break;
+        }
+        ensure!(
+            t.elapsed() < WAIT,
+            "{ip} still answered after the file switched to BGP"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    write(layer2)?;
+    lab.wait_arp_owner(ip, owner).await?;
+    Ok(())
+}

@@ -94,10 +94,10 @@ pub struct Args {
     #[arg(long = "log-format", value_enum, default_value = "plain")]
     pub log_format: LogFormat,
     /// Accepted for compatibility (the controller does not read endpoints).
-    #[arg(long = "disable-epslices", default_value_t = false)]
+    #[arg(long = "disable-epslices", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub disable_epslices: bool,
     /// Accepted for compatibility (no pprof in a Rust binary).
-    #[arg(long = "enable-pprof", default_value_t = false)]
+    #[arg(long = "enable-pprof", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub enable_pprof: bool,
     /// Read the legacy config from this file (a mounted ConfigMap key) instead of the API.
     #[arg(long = "config-file")]
@@ -106,7 +106,7 @@ pub struct Args {
     #[arg(long = "lb-class", default_value = "")]
     pub lb_class: String,
     /// Do not try to take the controller Lease (run alone, as MetalLB does).
-    #[arg(long = "disable-leader-election", default_value_t = false)]
+    #[arg(long = "disable-leader-election", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub disable_leader_election: bool,
 }
 
@@ -840,4 +840,30 @@ impl State {
 
 fn sorted(ips: &[IpAddr]) -> BTreeSet<IpAddr> {
     ips.iter().copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    /// What MetalLB 0.9–0.12 manifests and Helm charts pass, Go-flag style included.
+    #[test]
+    fn accepts_metallb_controller_arguments() {
+        let a = Args::try_parse_from([
+            "controller",
+            "--port=7472",
+            "--config=config",
+            "--log-level=info",
+            "--disable-epslices=true",
+            "--enable-pprof",
+            "--ml-secret-name=memberlist",
+            "--deployment=controller",
+        ])
+        .expect("MetalLB controller arguments");
+        assert_eq!(a.port, 7472);
+        assert!(a.disable_epslices && a.enable_pprof && !a.disable_leader_election);
+        assert_eq!(a.ml_secret_name.as_deref(), Some("memberlist"));
+        assert!(Args::try_parse_from(["controller", "--log-level=verbose"]).is_err());
+    }
 }

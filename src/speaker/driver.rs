@@ -18,7 +18,7 @@ use kube::runtime::watcher::{self, Event as WEvent};
 use kube::{Client, Resource as _};
 use prometheus::Registry;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cli::{LogFormat, LogLevel};
 use crate::k8s::events::{Kind, Recorder};
@@ -40,6 +40,11 @@ const POD_POLL_WATCHED: Duration = Duration::from_secs(30);
 /// Pods list period while this speaker hears less than a majority (the list doubles as the
 /// apiserver reachability probe for fencing).
 const POD_POLL_MINORITY: Duration = Duration::from_secs(1);
+/// Event writes in flight at most; more are dropped (logged at debug), never awaited by the
+/// decision loop.
+const EVENT_SLOTS: usize = 16;
+/// Timeout of one Event write.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Timeout of one Pods list; a slower answer counts as "apiserver unreachable".
 const API_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
@@ -99,10 +104,10 @@ pub struct Args {
     #[arg(long = "log-format", value_enum, default_value = "plain")]
     pub log_format: LogFormat,
     /// Read Endpoints instead of EndpointSlices.
-    #[arg(long = "disable-epslices", default_value_t = false)]
+    #[arg(long = "disable-epslices", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub disable_epslices: bool,
     /// Accepted for compatibility (no pprof in a Rust binary).
-    #[arg(long = "enable-pprof", default_value_t = false)]
+    #[arg(long = "enable-pprof", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub enable_pprof: bool,
     /// MetalLB 0.12's BGP implementation switch (`native` or `frr`); accepted, layer 2 ignores it.
     #[arg(long = "bgp-type", env = "METALLB_BGP_TYPE", default_value = "native")]
@@ -115,7 +120,7 @@ pub struct Args {
     pub lb_class: String,
     /// Do not announce from nodes labelled
     /// `node.kubernetes.io/exclude-from-external-load-balancers` (MetalLB 0.12 ignores it).
-    #[arg(long = "honour-exclude-lb-label", default_value_t = false)]
+    #[arg(long = "honour-exclude-lb-label", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub honour_exclude_lb_label: bool,
     /// Stay silent while MetalLB Go speakers (Ready speaker Pods with another image that never
     /// join our gossip) still run: the safe rolling image swap (README).
@@ -313,6 +318,8 @@ impl Args {
         let mut state = State {
             me: me.clone(),
             recorder: Recorder::new(client.clone(), COMPONENT, Some(me.clone())),
+            event_slots: Arc::new(tokio::sync::Semaphore::new(EVENT_SLOTS)),
+            started: false,
             world: World {
                 honour_exclude_label: self.honour_exclude_lb_label,
                 ..Default::default()
@@ -373,13 +380,24 @@ async fn shutdown_signal() {
 }
 
 /// Whether EndpointSlices can be listed (MetalLB 0.9.6's RBAC does not grant them).
+/// Falls back to Endpoints only when the apiserver says no (403 under 0.9.6's RBAC, 404 on
+/// clusters without discovery/v1); other errors are retried, so a blip at start does not lock
+/// in the fallback.
 async fn slices_allowed(client: &Client) -> bool {
     let api: Api<EndpointSlice> = Api::all(client.clone());
-    match api.list_metadata(&ListParams::default().limit(1)).await {
-        Ok(_) => true,
-        Err(e) => {
-            warn!(error = %e, "Cannot list EndpointSlices; reading Endpoints instead");
-            false
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => return true,
+            Err(e) if source::is_status(&e, 403) || source::is_status(&e, 404) => {
+                warn!(error = %e, "Cannot list EndpointSlices; reading Endpoints instead");
+                return false;
+            }
+            Err(e) => {
+                warn!(error = %e, "Checking EndpointSlice access failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
         }
     }
 }
@@ -615,7 +633,7 @@ async fn poll_pods(
             )),
             Ok(Err(e)) if source::is_status(&e, 403) => {
                 if !forbidden_logged {
-                    warn!(error = %e, "Cannot list speaker Pods; peers come from gossip only and Pod readiness is not used");
+                    error!(error = %e, "Cannot list speaker Pods (MetalLB's pod-lister Role grants it): without it this speaker knows no peers and announces every IP it handles as if alone");
                     forbidden_logged = true;
                 }
                 Some(None)
@@ -644,6 +662,10 @@ async fn poll_pods(
 struct State {
     me: String,
     recorder: Recorder,
+    /// Bounds the Event writes in flight (they run off the loop, with a timeout).
+    event_slots: Arc<tokio::sync::Semaphore>,
+    /// The start-up gates have passed once.
+    started: bool,
     world: World,
     /// Object references of handled Services (for Events).
     refs: BTreeMap<String, ObjectReference>,
@@ -683,7 +705,10 @@ struct State {
 
 impl State {
     async fn run(&mut self, mut rx: mpsc::Receiver<Input>) -> anyhow::Result<()> {
+        // Until the first decision, a tick re-checks the start-up gates (warm-up is a timer);
+        // after that every change arrives as an input.
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 input = rx.recv() => {
@@ -701,10 +726,28 @@ impl State {
                     }
                     self.decide().await;
                 }
-                _ = tick.tick() => self.decide().await,
+                _ = tick.tick(), if !self.started => self.decide().await,
             }
         }
         self.shutdown().await
+    }
+
+    /// Post an Event without blocking the loop: a hung apiserver connection must not stop
+    /// failover, fencing or shutdown.
+    fn event(&self, r: ObjectReference, kind: Kind, reason: &str, msg: String) {
+        let Ok(slot) = self.event_slots.clone().try_acquire_owned() else {
+            debug!(reason, "Too many Event writes in flight; dropping one");
+            return;
+        };
+        let recorder = self.recorder.clone();
+        let reason = reason.to_string();
+        tokio::spawn(async move {
+            let write = recorder.publish(&r, kind, &reason, &msg);
+            if tokio::time::timeout(EVENT_TIMEOUT, write).await.is_err() {
+                debug!(reason = %reason, "Event write timed out");
+            }
+            drop(slot);
+        });
     }
 
     /// Planned stop: go quiet first, then tell the other speakers (they take over on the first
@@ -887,9 +930,7 @@ impl State {
                         self.me,
                         config.pools.len()
                     );
-                    self.recorder
-                        .publish(&r, Kind::Normal, "ConfigLoaded", &msg)
-                        .await;
+                    self.event(r, Kind::Normal, "ConfigLoaded", msg);
                 }
             }
             Reload::Rejected { sha256, why } => {
@@ -901,9 +942,7 @@ impl State {
                         &sha256[..12.min(sha256.len())],
                         self.me
                     );
-                    self.recorder
-                        .publish(&r, Kind::Warning, why.reason(), &msg)
-                        .await;
+                    self.event(r, Kind::Warning, why.reason(), msg);
                 }
             }
             Reload::Missing => {
@@ -933,9 +972,15 @@ impl State {
         if !synced || !warm {
             return;
         }
+        self.started = true;
         let known = self.world.known_speakers(&self.me);
         let gossip_alive = self.gossip_view.as_ref().map(|v| &v.alive);
-        let mode = world::mode(gossip_alive.map(|a| a.len()), known, self.api_ok);
+        let mode = world::mode(
+            gossip_alive.map(|a| a.len()),
+            known,
+            self.api_ok,
+            self.heard_ever.len() > 1,
+        );
         if mode != self.mode {
             match mode {
                 Mode::Normal => info!(known, "Hearing a majority of the speakers"),
@@ -966,7 +1011,12 @@ impl State {
             .members_alive
             .set(gossip_alive.map_or(live.len(), |a| a.len()) as i64);
         let foreign = if self.gossip.is_some() && self.yield_to_go {
-            self.world.foreign_speakers(&self.me, &self.heard_ever)
+            let alive = self
+                .gossip_view
+                .as_ref()
+                .map(|v| v.alive.clone())
+                .unwrap_or_default();
+            self.world.foreign_speakers(&self.me, &alive)
         } else {
             Vec::new()
         };
@@ -1052,10 +1102,41 @@ impl State {
                     "announcing from node {:?} with protocol \"layer2\"",
                     self.me
                 );
-                self.recorder
-                    .publish(&r, Kind::Normal, "nodeAssigned", &msg)
-                    .await;
+                self.event(r, Kind::Normal, "nodeAssigned", msg);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    /// What MetalLB 0.9–0.12 manifests and Helm charts pass, Go-flag style included.
+    #[test]
+    fn accepts_metallb_speaker_arguments() {
+        let a = Args::try_parse_from([
+            "speaker",
+            "--port=7472",
+            "--config=config",
+            "--log-level=info",
+            "--ml-bindport=7946",
+            "--ml-labels=app=metallb,component=speaker",
+            "--disable-epslices=true",
+            "--enable-pprof",
+            "--node-name",
+            "n1",
+        ])
+        .expect("MetalLB speaker arguments");
+        assert_eq!(a.port, 7472);
+        assert_eq!(a.config, "config");
+        assert!(a.disable_epslices && a.enable_pprof);
+        assert_eq!(a.node_name.as_deref(), Some("n1"));
+        let b = Args::try_parse_from(["speaker", "--disable-epslices=false", "--log-level", "all"])
+            .expect("explicit false");
+        assert!(!b.disable_epslices);
+        assert!(b.yield_to_go_speakers);
+        assert!(Args::try_parse_from(["speaker", "--log-level=verbose"]).is_err());
     }
 }

@@ -122,25 +122,28 @@ impl World {
             .collect()
     }
 
-    /// How many speakers this speaker expects, itself included (for the majority in
-    /// fencing): the nodes of listed speaker Pods, plus this one.
+    /// How many speakers this speaker expects to hear, itself included (for the majority in
+    /// fencing): the speakers Kubernetes considers live (Ready Pod, Node not down), plus this
+    /// one. Pods of powered-off nodes stay listed (DaemonSets tolerate everything) and must
+    /// not count, or two dead nodes would push the healthy ones into a minority.
     pub fn known_speakers(&self, me: &str) -> usize {
-        let mut nodes: BTreeSet<&str> = self
-            .pods
-            .iter()
-            .flat_map(|p| p.values())
-            .map(|p| p.node.as_str())
-            .collect();
-        nodes.insert(me);
+        if self.pods.is_none() {
+            return 1;
+        }
+        let mut nodes = self.live_speakers(me, None);
+        nodes.insert(me.to_string());
         nodes.len()
     }
 
     /// Ready speaker Pods that are not ours: a different image than this speaker's own Pod
-    /// and never heard in our gossip (`heard_ever`). During a rolling image swap from
+    /// and not alive in our gossip (`heard`). During a rolling image swap from
     /// MetalLB's Go speakers these are the Go speakers, which elect among themselves over
     /// memberlist and cannot see us; while any is Ready, our speakers stay silent so one IP
-    /// never has a Go owner and a Rust owner at once. Empty when our own Pod is not listed.
-    pub fn foreign_speakers(&self, me: &str, heard_ever: &BTreeSet<String>) -> Vec<String> {
+    /// never has a Go owner and a Rust owner at once, in both directions (upgrade and
+    /// rollback). An upgrade between two of our versions (different images) is not held up:
+    /// our speakers heartbeat before their Pod turns Ready. Empty when our own Pod is not
+    /// listed.
+    pub fn foreign_speakers(&self, me: &str, heard: &BTreeSet<String>) -> Vec<String> {
         let Some(pods) = &self.pods else {
             return Vec::new();
         };
@@ -153,7 +156,7 @@ impl World {
         };
         let mut out: Vec<String> = pods
             .values()
-            .filter(|p| p.ready && p.node != me && !heard_ever.contains(&p.node))
+            .filter(|p| p.ready && p.node != me && !heard.contains(&p.node))
             .filter(|p| p.image.as_deref().is_some_and(|i| i != own_image))
             .map(|p| p.node.clone())
             .collect();
@@ -198,8 +201,14 @@ pub fn service_info(svc: &Service, lb_class: &str) -> Option<(String, SvcInfo)> 
     ))
 }
 
+/// Stands for a ready endpoint on no node (a hand-made EndpointSlice or Endpoints pointing
+/// outside the cluster): it counts for "the service has a ready endpoint" (`Cluster` services
+/// are announced, as MetalLB 0.11–0.12 do) and never matches a speaker's node (`Local`).
+pub const OFF_NODE: &str = "";
+
 /// The service key and the nodes with a ready endpoint in an EndpointSlice (`ready` nil or
-/// true counts as ready, as MetalLB does). `None` without the service-name label.
+/// true counts as ready, as MetalLB does; [`OFF_NODE`] for one without a node). `None`
+/// without the service-name label.
 pub fn slice_nodes(slice: &EndpointSlice) -> Option<(String, BTreeSet<String>)> {
     let ns = slice.metadata.namespace.as_deref()?;
     let svc = slice
@@ -211,25 +220,28 @@ pub fn slice_nodes(slice: &EndpointSlice) -> Option<(String, BTreeSet<String>)> 
         .endpoints
         .iter()
         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-        .filter_map(|e| {
-            e.node_name.clone().or_else(|| {
-                e.deprecated_topology
-                    .as_ref()
-                    .and_then(|t| t.get("kubernetes.io/hostname").cloned())
-            })
+        .map(|e| {
+            e.node_name
+                .clone()
+                .or_else(|| {
+                    e.deprecated_topology
+                        .as_ref()
+                        .and_then(|t| t.get("kubernetes.io/hostname").cloned())
+                })
+                .unwrap_or_else(|| OFF_NODE.to_string())
         })
         .collect();
     Some((format!("{ns}/{svc}"), nodes))
 }
 
 /// The nodes with a ready address in an Endpoints object (`subsets[].addresses[]`, not
-/// `notReadyAddresses`).
+/// `notReadyAddresses`; [`OFF_NODE`] for an address without a node).
 pub fn endpoints_nodes(ep: &Endpoints) -> BTreeSet<String> {
     ep.subsets
         .iter()
         .flatten()
         .flat_map(|s| s.addresses.iter().flatten())
-        .filter_map(|a| a.node_name.clone())
+        .map(|a| a.node_name.clone().unwrap_or_else(|| OFF_NODE.to_string()))
         .collect()
 }
 
@@ -299,21 +311,28 @@ pub enum Mode {
 }
 
 /// The [`Mode`] for `heard` speakers alive in gossip (itself included; `None` without gossip)
-/// out of `known` expected, with the apiserver reachable or not.
+/// out of `known` expected, with the apiserver reachable or not. `ever_heard_peer`: the gossip
+/// has heard at least one other speaker since this one started.
 ///
 /// - Fenced needs both losses ([`super::liveness::fenced`]): no strict majority and no
 ///   apiserver. Without gossip a speaker is never fenced: it cannot tell a partition from an
 ///   apiserver restart, and fencing on the apiserver alone would take every IP down during an
 ///   apiserver upgrade.
 /// - Gossip is trusted while it shows at least half of the known speakers, so the survivor of
-///   a two-speaker cluster takes over at once when its peer dies (it hears one of two).
-pub fn mode(heard: Option<usize>, known: usize, api_ok: bool) -> Mode {
+///   a two-speaker cluster takes over at once when its peer dies (it hears one of two) ...
+/// - ... but only once it has ever heard a peer: a gossip that never worked (UDP 7946
+///   firewalled, mismatched secrets) says nothing, and trusting it would make each of two
+///   speakers elect itself for everything. Kubernetes signals decide instead, and every
+///   speaker agrees.
+pub fn mode(heard: Option<usize>, known: usize, api_ok: bool, ever_heard_peer: bool) -> Mode {
     let Some(heard) = heard else {
         return Mode::Normal;
     };
     let heard = heard.min(known);
     if super::liveness::fenced(api_ok, heard, known) {
         Mode::Fenced
+    } else if known > 1 && !ever_heard_peer {
+        Mode::KubernetesOnly
     } else if heard * 2 >= known {
         Mode::Normal
     } else {
@@ -430,8 +449,9 @@ mod tests {
                 sp.ip = Some(IpAddr::from([192, 0, 2, i as u8 + 1]));
             }
         }
-        assert_eq!(w.known_speakers("z"), 3);
-        assert_eq!(w.known_speakers("a"), 2);
+        // Only b is not Ready: it is not expected to be heard.
+        assert_eq!(w.known_speakers("z"), 2);
+        assert_eq!(w.known_speakers("a"), 1);
         assert_eq!(w.peer_ips("a").len(), 1);
     }
 
@@ -457,23 +477,43 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_off_node_count_for_cluster_only() {
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s", "namespace": "ns", "labels": {"kubernetes.io/service-name": "db"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["192.0.2.50"], "conditions": {"ready": true}}],
+        }))
+        .expect("slice");
+        let (key, nodes) = slice_nodes(&slice).expect("labelled");
+        assert_eq!(key, "ns/db");
+        assert_eq!(nodes, set(&[OFF_NODE]));
+        let live = set(&["a", "b"]);
+        let ip: IpAddr = "203.0.113.1".parse().expect("ip");
+        assert!(crate::l2::election::elect(TrafficPolicy::Cluster, &nodes, &live, ip).is_some());
+        assert!(crate::l2::election::elect(TrafficPolicy::Local, &nodes, &live, ip).is_none());
+    }
+
+    #[test]
     fn modes() {
-        assert_eq!(mode(None, 3, false), Mode::Normal);
-        assert_eq!(mode(Some(2), 3, false), Mode::Normal);
-        assert_eq!(mode(Some(1), 3, true), Mode::KubernetesOnly);
-        assert_eq!(mode(Some(1), 3, false), Mode::Fenced);
+        assert_eq!(mode(None, 3, false, true), Mode::Normal);
+        assert_eq!(mode(Some(2), 3, false, true), Mode::Normal);
+        assert_eq!(mode(Some(1), 3, true, true), Mode::KubernetesOnly);
+        assert_eq!(mode(Some(1), 3, false, true), Mode::Fenced);
         // Two of four is not a majority (fenced without the apiserver) but is half (trusted).
-        assert_eq!(mode(Some(2), 4, false), Mode::Fenced);
-        assert_eq!(mode(Some(2), 4, true), Mode::Normal);
+        assert_eq!(mode(Some(2), 4, false, true), Mode::Fenced);
+        assert_eq!(mode(Some(2), 4, true, true), Mode::Normal);
         // The survivor of two takes over; cut off from everything, it is fenced.
-        assert_eq!(mode(Some(1), 2, true), Mode::Normal);
-        assert_eq!(mode(Some(1), 2, false), Mode::Fenced);
-        assert_eq!(mode(Some(1), 5, true), Mode::KubernetesOnly);
-        assert_eq!(mode(Some(3), 4, false), Mode::Normal);
+        assert_eq!(mode(Some(1), 2, true, true), Mode::Normal);
+        assert_eq!(mode(Some(1), 2, false, true), Mode::Fenced);
+        assert_eq!(mode(Some(1), 5, true, true), Mode::KubernetesOnly);
+        // Gossip that never heard anyone (firewalled, wrong secret): Kubernetes decides.
+        assert_eq!(mode(Some(1), 2, true, false), Mode::KubernetesOnly);
+        assert_eq!(mode(Some(1), 1, true, false), Mode::Normal);
+        assert_eq!(mode(Some(3), 4, false, true), Mode::Normal);
         // Alone in the cluster: always a majority of one.
-        assert_eq!(mode(Some(1), 1, false), Mode::Normal);
+        assert_eq!(mode(Some(1), 1, false, true), Mode::Normal);
         // Stale gossip members beyond the known set do not make a majority.
-        assert_eq!(mode(Some(9), 4, false), Mode::Normal);
+        assert_eq!(mode(Some(9), 4, false, true), Mode::Normal);
     }
 
     #[test]
