@@ -32,13 +32,14 @@
 //! The danger in layer 2 is two nodes answering for one IP: clients then flip between MACs. A
 //! speaker decides in one of three [`world::Mode`]s from what it can reach:
 //!
-//! - It hears at least half of the speakers it knows (from the Pods list): gossip is trusted.
-//!   Dead peers drop out; the next node in the election order takes over.
-//! - It hears less than half but reaches the apiserver: its own gossip view is the suspicious
-//!   one (if it trusted it, it would elect itself for everything), so it ignores gossip and
-//!   elects from the Kubernetes signals, like every other speaker would without gossip. If
-//!   gossip is broken everywhere (say a firewall drops UDP 7946), every speaker lands here and
-//!   they still agree.
+//! - It hears at least half of the speakers it knows (the speakers Kubernetes considers live):
+//!   gossip is trusted. Dead peers drop out; the next node in the election order takes over.
+//!   The survivor of a two-speaker cluster hears one of two and takes over at once.
+//! - It hears less than half but reaches the apiserver, or its gossip has never heard any
+//!   peer: its own gossip view is the suspicious one (if it trusted it, it would elect itself
+//!   for everything), so it ignores gossip and elects from the Kubernetes signals, like every
+//!   other speaker would without gossip. If gossip never worked anywhere (UDP 7946 firewalled,
+//!   mismatched secrets), every speaker lands here and they agree.
 //! - It reaches neither a strict majority nor the apiserver: it is **fenced** and answers
 //!   nothing ([`liveness::fenced`]). This is the node cut off the network: the majority side
 //!   sees it dead after `dead_after` and gives its IPs to another node, and without fencing the
@@ -53,8 +54,12 @@
 //! Pods are watched. A cut-off
 //! speaker is therefore fenced about 0.6 s (gossip) + up to 1.5 s (probe) after the cut.
 //!
-//! Residual risk, stated: a broken A↔B path while both reach C and the apiserver can still give
-//! an IP two owners until the path heals (no indirect probes; MetalLB #740 is the same).
+//! Residual risks, stated: a broken A↔B path while both reach C and the apiserver can still give
+//! an IP two owners until the path heals (no indirect probes; MetalLB #740 is the same), and so
+//! can gossip that stops working after it once worked in a cluster of two (each side hears one
+//! of two, exactly half). Under MetalLB's RBAC (Pods `list` only) speakers see a Pod's readiness
+//! change at their own 3 s poll, so a readiness flip can leave two owners or none for up to 3 s;
+//! with `watch` (our manifest) it is the watch latency.
 //!
 //! # Rolling image swap from MetalLB's Go speakers
 //!
