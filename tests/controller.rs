@@ -416,7 +416,7 @@ async fn dual_stack_gets_one_ip_per_family() -> Result<()> {
     ctl.kill().await
 }
 
-/// Kill the controller in the middle of a burst of Service creations and start it again:
+/// Kill the controller in the middle of a burst of 500 Service creations and start it again:
 /// no IP changes and no IP is held twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_mid_churn_moves_no_ip() -> Result<()> {
@@ -425,7 +425,7 @@ async fn restart_mid_churn_moves_no_ip() -> Result<()> {
     let ctl = env.controller(&[])?;
     ctl.wait_metric("metallb_k8s_client_config_loaded_bool 1")
         .await?;
-    let n = 300;
+    let n = 500;
     for i in 0..n {
         env.create(&env.lb(&format!("r{i}"), &[])).await?;
         if i == n / 2 {
