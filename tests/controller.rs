@@ -604,6 +604,11 @@ async fn two_controllers_one_writer() -> Result<()> {
         "the follower wrote:\n{second_log}"
     );
     assert!(std::fs::read_to_string(&first.log)?.contains("IP allocated"));
+    // managedFields name the writer: only the leader's instance wrote l0's status.
+    assert_eq!(
+        status_writers(&env, "l0").await?,
+        BTreeSet::from([format!("metallb-rs-controller/{first_id}")])
+    );
 
     // The leader dies: the follower takes the Lease and serves.
     let t = Instant::now();
@@ -622,8 +627,32 @@ async fn two_controllers_one_writer() -> Result<()> {
     env.create(&env.lb("l1", &[])).await?;
     env.wait_ips("l1", 1).await?;
     assert!(std::fs::read_to_string(&second.log)?.contains("IP allocated"));
+    let second_id = holder(&leases.get("metallb-rs-controller").await?);
+    assert_ne!(second_id, first_id);
+    assert_eq!(
+        status_writers(&env, "l1").await?,
+        BTreeSet::from([format!("metallb-rs-controller/{second_id}")])
+    );
+    // And the first one's writes are still attributed to it alone.
+    assert_eq!(
+        status_writers(&env, "l0").await?,
+        BTreeSet::from([format!("metallb-rs-controller/{first_id}")])
+    );
     eprintln!("lease take-over after the leader was killed: {takeover:?}");
     second.kill().await
+}
+
+/// The field managers that wrote a Service's status subresource.
+async fn status_writers(env: &Env, name: &str) -> Result<BTreeSet<String>> {
+    let svc = env.services().get(name).await?;
+    Ok(svc
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.subresource.as_deref() == Some("status"))
+        .filter_map(|m| m.manager)
+        .collect())
 }
 
 /// Our deploy manifest is accepted by a real apiserver (server-side dry run).

@@ -57,7 +57,7 @@ async fn try_take(api: &Api<Lease>, name: &str, me: &str) -> Step {
         ..Default::default()
     };
     let pp = PostParams {
-        field_manager: Some(super::FIELD_MANAGER.into()),
+        field_manager: Some(super::field_manager()),
         ..Default::default()
     };
     match existing {

@@ -57,6 +57,20 @@ use crate::reload::{Reload, Reloader};
 /// Field manager / Event source of our writes.
 pub const FIELD_MANAGER: &str = "metallb-rs-controller";
 
+/// The field manager of this process's writes: [`FIELD_MANAGER`] and the Lease identity
+/// (`metallb-rs-controller/<pod>_<pid>`), so `managedFields` tell which controller instance
+/// wrote a status (two controllers must never both write; the tests check it this way).
+pub fn field_manager() -> String {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let mut name = format!("{FIELD_MANAGER}/{}", lease::identity());
+        // The apiserver limits manager names to 128 characters.
+        name.truncate(128);
+        name
+    })
+    .clone()
+}
+
 /// How many writes to the apiserver may be in flight at once. Decisions stay in the one loop;
 /// only their execution is concurrent (never two writes for the same Service).
 const WRITERS: usize = 32;
@@ -329,7 +343,7 @@ async fn put_status(
     lb_class: &str,
 ) -> kube::Result<Option<Record>> {
     let pp = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
+        field_manager: Some(field_manager()),
         ..Default::default()
     };
     let (ns, name) = split_key(key);
@@ -789,7 +803,7 @@ impl State {
                 if current.pool_annotation.as_deref() != Some(pool.as_str()) {
                     let patch = serde_json::json!({"metadata": {"annotations": {ANN: pool}}});
                     let pp = kube::api::PatchParams {
-                        field_manager: Some(FIELD_MANAGER.into()),
+                        field_manager: Some(field_manager()),
                         ..Default::default()
                     };
                     match api.patch(name, &pp, &kube::api::Patch::Merge(&patch)).await {
