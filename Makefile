@@ -9,7 +9,7 @@ all: test
 ## System packages the suites need (Debian), installed only when missing.
 deps:
 	@missing=""; \
-	for p in openssl:openssl ip:iproute2 flock:util-linux setpriv:util-linux arping:arping ndisc6:ndisc6 tcpdump:tcpdump curl:curl stdbuf:coreutils ping:iputils-ping; do \
+	for p in openssl:openssl ip:iproute2 flock:util-linux setpriv:util-linux arping:arping ndisc6:ndisc6 tcpdump:tcpdump curl:curl stdbuf:coreutils ping:iputils-ping sysctl:procps; do \
 	  command -v $${p%%:*} >/dev/null 2>&1 || missing="$$missing $${p##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
