@@ -295,14 +295,7 @@ async fn kubernetes_signals_move_the_ip() -> Result<()> {
     lab.wait_arp_owner(lip, next).await?;
     // No ready endpoint at all: nobody answers.
     lab.set_endpoints("local", &[]).await?;
-    let t = Instant::now();
-    loop {
-        if lab.arping(lip, 2)?.is_empty() {
-            break;
-        }
-        ensure!(t.elapsed() < WAIT, "{lip} still answered without endpoints");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    lab.wait_arp_silent(lip, "without endpoints").await?;
 
     // A rolling image swap from MetalLB: a Ready Go speaker (another image, not in our
     // gossip) makes every one of ours go silent; once it is gone, the owner answers again.
@@ -327,17 +320,8 @@ async fn kubernetes_signals_move_the_ip() -> Result<()> {
             "conditions": [{"type": "Ready", "status": "True"}]}})),
     )
     .await?;
-    let t = Instant::now();
-    loop {
-        if lab.arping(ip, 2)?.is_empty() {
-            break;
-        }
-        ensure!(
-            t.elapsed() < WAIT,
-            "{ip} still answered while a Go speaker is Ready"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    lab.wait_arp_silent(ip, "while a Go speaker is Ready")
+        .await?;
     pods.delete("speaker-go", &DeleteParams::default()).await?;
     lab.wait_arp_owner(ip, owner).await?;
     let _ = nodes.delete(&go_node, &DeleteParams::default()).await;
@@ -398,17 +382,7 @@ async fn reload_and_gratuitous_under_0_9_rbac() -> Result<()> {
     // answered again by the same owner.
     let bgp = "peers:\n- peer-address: 192.0.2.1\n  peer-asn: 64500\n  my-asn: 64501\naddress-pools:\n- name: a\n  protocol: bgp\n  addresses: [203.0.113.96/28]\n";
     lab.set_config(bgp).await?;
-    let t = Instant::now();
-    loop {
-        if lab.arping(ip, 2)?.is_empty() {
-            break;
-        }
-        ensure!(
-            t.elapsed() < WAIT,
-            "{ip} still answered by layer 2 in a BGP pool"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    lab.wait_arp_silent(ip, "by layer 2 in a BGP pool").await?;
     lab.set_config(pool_a).await?;
     lab.wait_arp_owner(ip, owner).await?;
 
@@ -517,17 +491,8 @@ async fn without_gossip_from_a_mounted_config_file() -> Result<()> {
     write(
         "peers:\n- peer-address: 192.0.2.1\n  peer-asn: 64500\n  my-asn: 64501\naddress-pools:\n- name: a\n  protocol: bgp\n  addresses: [203.0.113.128/28]\n",
     )?;
-    let t = Instant::now();
-    loop {
-        if lab.arping(ip, 2)?.is_empty() {
-            break;
-        }
-        ensure!(
-            t.elapsed() < WAIT,
-            "{ip} still answered after the file switched to BGP"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    lab.wait_arp_silent(ip, "after the file switched to BGP")
+        .await?;
     write(layer2)?;
     lab.wait_arp_owner(ip, owner).await?;
     Ok(())

@@ -536,6 +536,18 @@ impl Lab {
         }
     }
 
+    /// Wait until nobody answers ARP for `ip` (`why`: what should have silenced it).
+    pub(crate) async fn wait_arp_silent(&self, ip: IpAddr, why: &str) -> Result<()> {
+        let t = Instant::now();
+        loop {
+            if self.arping(ip, 2)?.is_empty() {
+                return Ok(());
+            }
+            ensure!(t.elapsed() < WAIT, "{ip} still answered {why}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub(crate) async fn metrics(&self, i: usize) -> Result<String> {
         let n = &self.nodes[i];
         let mut s = tokio::time::timeout(
