@@ -114,3 +114,41 @@ mod tests {
         assert!("verbose".parse::<LogLevel>().is_err());
     }
 }
+
+/// The flags and env vars both binaries take, as MetalLB 0.9–0.12 defines them (spec §10.2),
+/// plus our `--config-file`, `--lb-class` and `--log-format`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Port for /metrics, /healthz and /readyz (MetalLB 0.10+ default; manifests pass 7472).
+    #[arg(long, default_value_t = 7472)]
+    pub port: u16,
+    /// Name of the MetalLB ConfigMap.
+    #[arg(long, default_value = "config")]
+    pub config: String,
+    /// Namespace of the ConfigMap (and of the speaker Pods; default: the pod's namespace, else
+    /// metallb-system).
+    #[arg(long, env = "METALLB_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Path to a kubeconfig (default: in-cluster, then ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Log level: all, debug, info, warn, error, none.
+    #[arg(long = "log-level", default_value = "info")]
+    pub log_level: LogLevel,
+    /// Log format.
+    #[arg(long = "log-format", value_enum, default_value = "plain")]
+    pub log_format: LogFormat,
+    /// Read Endpoints instead of EndpointSlices (the speaker; the controller reads neither).
+    /// Go-style `--disable-epslices=true` is accepted.
+    #[arg(long = "disable-epslices", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub disable_epslices: bool,
+    /// Accepted for compatibility (no pprof in a Rust binary).
+    #[arg(long = "enable-pprof", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_pprof: bool,
+    /// Read the legacy config from this file (a mounted ConfigMap key) instead of the API.
+    #[arg(long = "config-file")]
+    pub config_file: Option<std::path::PathBuf>,
+    /// Handle only Services of this loadBalancerClass (empty: only Services without a class).
+    #[arg(long = "lb-class", default_value = "")]
+    pub lb_class: String,
+}

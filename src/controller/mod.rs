@@ -31,7 +31,6 @@ pub mod lease;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -47,7 +46,6 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
 use crate::allocator::{Allocator, Family, quote_ips};
-use crate::cli::{LogFormat, LogLevel};
 use crate::k8s::events::{Kind, Recorder};
 use crate::k8s::service::{self as svcs, Desired, LeanService, Record};
 use crate::k8s::source;
@@ -83,42 +81,15 @@ const WRITERS: usize = 32;
     about = "metallb-rs controller: IP allocation for LoadBalancer Services"
 )]
 pub struct Args {
-    /// Port for /metrics, /healthz and /readyz.
-    #[arg(long, default_value_t = 7472)]
-    pub port: u16,
-    /// Name of the MetalLB ConfigMap.
-    #[arg(long, default_value = "config")]
-    pub config: String,
-    /// Namespace of the ConfigMap (default: the pod's namespace, else metallb-system).
-    #[arg(long, env = "METALLB_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Path to a kubeconfig (default: in-cluster, then ~/.kube/config).
-    #[arg(long, env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
+    /// The flags both binaries share.
+    #[command(flatten)]
+    pub common: crate::cli::CommonArgs,
     /// Name of the memberlist Secret to create when absent (0.10+).
     #[arg(long = "ml-secret-name", env = "METALLB_ML_SECRET_NAME")]
     pub ml_secret_name: Option<String>,
     /// Name of the controller Deployment (0.10+; accepted, used as the Lease name).
     #[arg(long, env = "METALLB_DEPLOYMENT")]
     pub deployment: Option<String>,
-    /// Log level: all, debug, info, warn, error, none.
-    #[arg(long = "log-level", default_value = "info")]
-    pub log_level: LogLevel,
-    /// Log format.
-    #[arg(long = "log-format", value_enum, default_value = "plain")]
-    pub log_format: LogFormat,
-    /// Accepted for compatibility (the controller does not read endpoints).
-    #[arg(long = "disable-epslices", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    pub disable_epslices: bool,
-    /// Accepted for compatibility (no pprof in a Rust binary).
-    #[arg(long = "enable-pprof", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    pub enable_pprof: bool,
-    /// Read the legacy config from this file (a mounted ConfigMap key) instead of the API.
-    #[arg(long = "config-file")]
-    pub config_file: Option<PathBuf>,
-    /// Handle only Services of this loadBalancerClass (empty: only Services without a class).
-    #[arg(long = "lb-class", default_value = "")]
-    pub lb_class: String,
     /// Do not try to take the controller Lease (run alone, as MetalLB does).
     #[arg(long = "disable-leader-election", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub disable_leader_election: bool,
@@ -167,11 +138,11 @@ struct Written {
 impl Args {
     /// Run the controller until it fails or loses its Lease.
     pub async fn run(self) -> anyhow::Result<()> {
-        crate::cli::init_tracing(self.log_level, self.log_format);
-        let ns = source::namespace(self.namespace.clone());
-        let client = source::client(self.kubeconfig.as_deref()).await?;
-        info!(namespace = %ns, config = %self.config, version = env!("CARGO_PKG_VERSION"), "Starting metallb-rs controller");
-        if self.enable_pprof {
+        crate::cli::init_tracing(self.common.log_level, self.common.log_format);
+        let ns = source::namespace(self.common.namespace.clone());
+        let client = source::client(self.common.kubeconfig.as_deref()).await?;
+        info!(namespace = %ns, config = %self.common.config, version = env!("CARGO_PKG_VERSION"), "Starting metallb-rs controller");
+        if self.common.enable_pprof {
             info!("--enable-pprof is accepted for compatibility; there is no pprof endpoint");
         }
 
@@ -179,9 +150,10 @@ impl Args {
         let client_metrics = ClientMetrics::register(&registry);
         let alloc_metrics = AllocatorMetrics::register(&registry);
         let ready = Arc::new(AtomicBool::new(false));
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], self.port)))
-            .await
-            .with_context(|| format!("binding the metrics port {}", self.port))?;
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], self.common.port)))
+                .await
+                .with_context(|| format!("binding the metrics port {}", self.common.port))?;
         tokio::spawn(crate::http::serve(
             listener,
             registry.clone(),
@@ -200,7 +172,7 @@ impl Args {
         }
 
         let (tx, rx) = mpsc::channel(1024);
-        match &self.config_file {
+        match &self.common.config_file {
             Some(path) => {
                 tokio::spawn(source::watch_file(path.clone(), tx.clone(), config_input));
             }
@@ -208,7 +180,7 @@ impl Args {
                 tokio::spawn(source::watch_configmap(
                     client.clone(),
                     ns.clone(),
-                    self.config.clone(),
+                    self.common.config.clone(),
                     tx.clone(),
                     config_input,
                 ));
@@ -216,7 +188,7 @@ impl Args {
         }
         tokio::spawn(watch_services(
             client.clone(),
-            self.lb_class.clone(),
+            self.common.lb_class.clone(),
             tx.clone(),
         ));
 
@@ -225,7 +197,7 @@ impl Args {
         let mut state = State {
             client,
             recorder,
-            lb_class: Arc::from(self.lb_class.as_str()),
+            lb_class: Arc::from(self.common.lb_class.as_str()),
             alloc: Allocator::new(),
             reload: Reloader::new(),
             services: BTreeMap::new(),
@@ -875,8 +847,8 @@ mod tests {
             "--deployment=controller",
         ])
         .expect("MetalLB controller arguments");
-        assert_eq!(a.port, 7472);
-        assert!(a.disable_epslices && a.enable_pprof && !a.disable_leader_election);
+        assert_eq!(a.common.port, 7472);
+        assert!(a.common.disable_epslices && a.common.enable_pprof && !a.disable_leader_election);
         assert_eq!(a.ml_secret_name.as_deref(), Some("memberlist"));
         assert!(Args::try_parse_from(["controller", "--log-level=verbose"]).is_err());
     }

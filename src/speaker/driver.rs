@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,7 +19,6 @@ use prometheus::Registry;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::cli::{LogFormat, LogLevel};
 use crate::k8s::events::{Kind, Recorder};
 use crate::k8s::source::{self, ConfigInput};
 use crate::l2::announcer::Announcer;
@@ -56,21 +54,12 @@ const API_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
     about = "metallb-rs speaker: announces LoadBalancer IPs (layer 2: ARP/NDP)"
 )]
 pub struct Args {
-    /// Port for /metrics, /healthz and /readyz (MetalLB 0.10+ default; manifests pass 7472).
-    #[arg(long, default_value_t = 7472)]
-    pub port: u16,
+    /// The flags both binaries share.
+    #[command(flatten)]
+    pub common: crate::cli::CommonArgs,
     /// Address for /metrics (the node IP in MetalLB's manifests; empty: all addresses).
     #[arg(long, env = "METALLB_HOST", default_value = "")]
     pub host: String,
-    /// Name of the MetalLB ConfigMap.
-    #[arg(long, default_value = "config")]
-    pub config: String,
-    /// Namespace of the ConfigMap and the speaker Pods (default: the pod's namespace).
-    #[arg(long, env = "METALLB_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Path to a kubeconfig (default: in-cluster, then ~/.kube/config).
-    #[arg(long, env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
     /// The node this speaker runs on (required).
     #[arg(long = "node-name", env = "METALLB_NODE_NAME")]
     pub node_name: Option<String>,
@@ -97,33 +86,15 @@ pub struct Args {
         hide_env_values = true
     )]
     pub ml_secret_key: Option<String>,
-    /// Log level: all, debug, info, warn, error, none.
-    #[arg(long = "log-level", default_value = "info")]
-    pub log_level: LogLevel,
-    /// Log format.
-    #[arg(long = "log-format", value_enum, default_value = "plain")]
-    pub log_format: LogFormat,
-    /// Read Endpoints instead of EndpointSlices.
-    #[arg(long = "disable-epslices", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    pub disable_epslices: bool,
-    /// Accepted for compatibility (no pprof in a Rust binary).
-    #[arg(long = "enable-pprof", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    pub enable_pprof: bool,
     /// MetalLB 0.12's BGP implementation switch (`native` or `frr`); accepted, layer 2 ignores it.
     #[arg(long = "bgp-type", env = "METALLB_BGP_TYPE", default_value = "native")]
     pub bgp_type: String,
-    /// Read the legacy config from this file (a mounted ConfigMap key) instead of the API.
-    #[arg(long = "config-file")]
-    pub config_file: Option<PathBuf>,
-    /// Announce only Services of this loadBalancerClass (empty: only Services without a class).
-    #[arg(long = "lb-class", default_value = "")]
-    pub lb_class: String,
     /// Do not announce from nodes labelled
     /// `node.kubernetes.io/exclude-from-external-load-balancers` (MetalLB 0.12 ignores it).
     #[arg(long = "honour-exclude-lb-label", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub honour_exclude_lb_label: bool,
-    /// Stay silent while MetalLB Go speakers (Ready speaker Pods with another image that never
-    /// join our gossip) still run: the safe rolling image swap (README).
+    /// Stay silent while MetalLB Go speakers (Ready speaker Pods with another image that are
+    /// not in our gossip) still run: the safe rolling image swap (README).
     #[arg(long = "yield-to-go-speakers", default_value_t = true, action = clap::ArgAction::Set)]
     pub yield_to_go_speakers: bool,
     /// Gossip heartbeat interval in milliseconds.
@@ -168,19 +139,19 @@ enum Kind_ {
 impl Args {
     /// Run the speaker until SIGTERM/SIGINT.
     pub async fn run(self) -> anyhow::Result<()> {
-        crate::cli::init_tracing(self.log_level, self.log_format);
+        crate::cli::init_tracing(self.common.log_level, self.common.log_format);
         let Some(me) = self.node_name.clone().filter(|n| !n.is_empty()) else {
             anyhow::bail!("must specify --node-name or METALLB_NODE_NAME");
         };
-        let ns = source::namespace(self.namespace.clone());
+        let ns = source::namespace(self.common.namespace.clone());
         let pods_ns = self
             .ml_namespace
             .clone()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| ns.clone());
-        let client = source::client(self.kubeconfig.as_deref()).await?;
-        info!(node = %me, namespace = %ns, config = %self.config, version = env!("CARGO_PKG_VERSION"), "Starting metallb-rs speaker");
-        if self.enable_pprof {
+        let client = source::client(self.common.kubeconfig.as_deref()).await?;
+        info!(node = %me, namespace = %ns, config = %self.common.config, version = env!("CARGO_PKG_VERSION"), "Starting metallb-rs speaker");
+        if self.common.enable_pprof {
             info!("--enable-pprof is accepted for compatibility; there is no pprof endpoint");
         }
         if self.bgp_type != "native" {
@@ -198,9 +169,9 @@ impl Args {
                 .parse()
                 .with_context(|| format!("--host / METALLB_HOST {:?} is not an IP", self.host))?
         };
-        let listener = tokio::net::TcpListener::bind(SocketAddr::new(host, self.port))
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(host, self.common.port))
             .await
-            .with_context(|| format!("binding the metrics port {host}:{}", self.port))?;
+            .with_context(|| format!("binding the metrics port {host}:{}", self.common.port))?;
         tokio::spawn(crate::http::serve(
             listener,
             registry.clone(),
@@ -257,7 +228,7 @@ impl Args {
             }
         };
 
-        match &self.config_file {
+        match &self.common.config_file {
             Some(path) => {
                 tokio::spawn(source::watch_file(path.clone(), tx.clone(), Input::Config));
             }
@@ -265,7 +236,7 @@ impl Args {
                 tokio::spawn(source::watch_configmap(
                     client.clone(),
                     ns.clone(),
-                    self.config.clone(),
+                    self.common.config.clone(),
                     tx.clone(),
                     Input::Config,
                 ));
@@ -273,10 +244,10 @@ impl Args {
         }
         tokio::spawn(watch_services(
             client.clone(),
-            self.lb_class.clone(),
+            self.common.lb_class.clone(),
             tx.clone(),
         ));
-        let use_slices = !self.disable_epslices && slices_allowed(&client).await;
+        let use_slices = !self.common.disable_epslices && slices_allowed(&client).await;
         if use_slices {
             tokio::spawn(watch_slices(client.clone(), tx.clone()));
         } else {
@@ -1129,13 +1100,13 @@ mod tests {
             "n1",
         ])
         .expect("MetalLB speaker arguments");
-        assert_eq!(a.port, 7472);
-        assert_eq!(a.config, "config");
-        assert!(a.disable_epslices && a.enable_pprof);
+        assert_eq!(a.common.port, 7472);
+        assert_eq!(a.common.config, "config");
+        assert!(a.common.disable_epslices && a.common.enable_pprof);
         assert_eq!(a.node_name.as_deref(), Some("n1"));
         let b = Args::try_parse_from(["speaker", "--disable-epslices=false", "--log-level", "all"])
             .expect("explicit false");
-        assert!(!b.disable_epslices);
+        assert!(!b.common.disable_epslices);
         assert!(b.yield_to_go_speakers);
         assert!(Args::try_parse_from(["speaker", "--log-level=verbose"]).is_err());
     }
