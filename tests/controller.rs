@@ -154,22 +154,7 @@ impl Env {
 
     /// Wait for an Event with `reason` about object `name` whose message contains `needle`.
     async fn wait_event(&self, name: &str, reason: &str, needle: &str) -> Result<Event> {
-        let api: Api<Event> = Api::namespaced(self.admin.clone(), &self.ns);
-        let t = Instant::now();
-        loop {
-            let list = api.list(&ListParams::default()).await?;
-            if let Some(e) = list.items.into_iter().find(|e| {
-                e.involved_object.name.as_deref() == Some(name)
-                    && e.reason.as_deref() == Some(reason)
-                    && e.message.as_deref().is_some_and(|m| m.contains(needle))
-            }) {
-                return Ok(e);
-            }
-            if t.elapsed() > WAIT {
-                bail!("no {reason} Event for {name} containing {needle:?} within {WAIT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        cluster::wait_event(&self.admin, &self.ns, name, reason, needle, WAIT).await
     }
 }
 

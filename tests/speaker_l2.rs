@@ -25,7 +25,7 @@ use cluster::MetallbRbac;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use lab::{Lab, WAIT, expected_owner, in_ns};
+use lab::{Lab, WAIT, in_ns};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -51,10 +51,7 @@ async fn arp_ndp_owner_and_failover() -> Result<()> {
     let ip = lab.wait_ip("web").await?;
     let ip6 = lab.wait_ip("web6").await?;
     ensure!(ip.is_ipv4() && ip6.is_ipv6(), "families: {ip} {ip6}");
-    let all = lab.names(&[0, 1, 2]);
-    let owner = lab
-        .index_of_name(expected_owner(all.iter().copied(), ip).ok_or_else(|| anyhow!("no owner"))?)
-        .ok_or_else(|| anyhow!("owner not a node"))?;
+    let owner = lab.owner_index(&[0, 1, 2], ip)?;
     lab.wait_arp_owner(ip, owner).await?;
     // Exactly one answer per request, from the elected node.
     let macs = lab.arping(ip, 5)?;
@@ -64,9 +61,7 @@ async fn arp_ndp_owner_and_failover() -> Result<()> {
         "answers {macs:?}"
     );
 
-    let owner6 = lab
-        .index_of_name(expected_owner(all.iter().copied(), ip6).ok_or_else(|| anyhow!("no owner"))?)
-        .ok_or_else(|| anyhow!("owner not a node"))?;
+    let owner6 = lab.owner_index(&[0, 1, 2], ip6)?;
     let t = Instant::now();
     let tlla = loop {
         let t6 = lab.ndisc6(ip6)?;
@@ -133,9 +128,7 @@ async fn arp_ndp_owner_and_failover() -> Result<()> {
 
     // kill -9 the owner: the next in the election order answers.
     let rest: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
-    let next = lab
-        .index_of_name(expected_owner(lab.names(&rest), ip).ok_or_else(|| anyhow!("no owner"))?)
-        .ok_or_else(|| anyhow!("next owner not a node"))?;
+    let next = lab.owner_index(&rest, ip)?;
     lab.kill9(owner).await?;
     let killed = lab.wait_arp_owner(ip, next).await?;
     eprintln!("kill -9: ARP answered by the new owner after {killed:?}");
@@ -186,15 +179,10 @@ async fn partition_fences_the_cut_off_node() -> Result<()> {
     lab.start_all()?;
     lab.service("web", json!({}), &[0, 1, 2]).await?;
     let ip = lab.wait_ip("web").await?;
-    let all = lab.names(&[0, 1, 2]);
-    let owner = lab
-        .index_of_name(expected_owner(all.iter().copied(), ip).ok_or_else(|| anyhow!("no owner"))?)
-        .ok_or_else(|| anyhow!("owner not a node"))?;
+    let owner = lab.owner_index(&[0, 1, 2], ip)?;
     lab.wait_arp_owner(ip, owner).await?;
     let rest: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
-    let next = lab
-        .index_of_name(expected_owner(lab.names(&rest), ip).ok_or_else(|| anyhow!("no owner"))?)
-        .ok_or_else(|| anyhow!("next owner not a node"))?;
+    let next = lab.owner_index(&rest, ip)?;
 
     let log = std::fs::read_to_string(&lab.nodes[owner].log).unwrap_or_default();
     ensure!(
@@ -250,15 +238,10 @@ async fn kubernetes_signals_move_the_ip() -> Result<()> {
     lab.start_all()?;
     lab.service("web", json!({}), &[0, 1, 2]).await?;
     let ip = lab.wait_ip("web").await?;
-    let all = lab.names(&[0, 1, 2]);
-    let owner = lab
-        .index_of_name(expected_owner(all.iter().copied(), ip).ok_or_else(|| anyhow!("no owner"))?)
-        .ok_or_else(|| anyhow!("owner not a node"))?;
+    let owner = lab.owner_index(&[0, 1, 2], ip)?;
     lab.wait_arp_owner(ip, owner).await?;
     let rest: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
-    let next = lab
-        .index_of_name(expected_owner(lab.names(&rest), ip).ok_or_else(|| anyhow!("no owner"))?)
-        .ok_or_else(|| anyhow!("next owner not a node"))?;
+    let next = lab.owner_index(&rest, ip)?;
 
     lab.set_pod_ready(owner, false).await?;
     lab.wait_arp_owner(ip, next).await?;
@@ -341,9 +324,7 @@ async fn reload_and_gratuitous_under_0_9_rbac() -> Result<()> {
     lab.start_all()?;
     lab.service("web", json!({}), &[0, 1]).await?;
     let ip = lab.wait_ip("web").await?;
-    let owner = lab
-        .index_of_name(expected_owner(lab.names(&[0, 1]), ip).ok_or_else(|| anyhow!("no owner"))?)
-        .ok_or_else(|| anyhow!("owner not a node"))?;
+    let owner = lab.owner_index(&[0, 1], ip)?;
     lab.wait_arp_owner(ip, owner).await?;
     let other = 1 - owner;
 
@@ -472,9 +453,7 @@ async fn without_gossip_from_a_mounted_config_file() -> Result<()> {
     }
     lab.service("web", json!({}), &[0, 1]).await?;
     let ip = lab.wait_ip("web").await?;
-    let owner = lab
-        .index_of_name(expected_owner(lab.names(&[0, 1]), ip).ok_or_else(|| anyhow!("no owner"))?)
-        .ok_or_else(|| anyhow!("owner not a node"))?;
+    let owner = lab.owner_index(&[0, 1], ip)?;
     lab.wait_arp_owner(ip, owner).await?;
     let log = std::fs::read_to_string(&lab.nodes[owner].log).unwrap_or_default();
     ensure!(

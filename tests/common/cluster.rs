@@ -579,6 +579,35 @@ async fn wait_for_access(
 
 /// The next item of a stream (a watch, a `kube::runtime::watcher`), with a timeout. The crate
 /// has no `futures` dependency, so this polls through `WatchStreamExt`'s `Stream` supertrait.
+/// Wait up to `wait` for an Event in `ns` with `reason` about the object `name` whose message
+/// contains `needle`.
+pub(crate) async fn wait_event(
+    admin: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    needle: &str,
+    wait: Duration,
+) -> Result<k8s_openapi::api::core::v1::Event> {
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(admin.clone(), ns);
+    let t = Instant::now();
+    loop {
+        let list = api.list(&kube::api::ListParams::default()).await?;
+        if let Some(e) = list.items.into_iter().find(|e| {
+            e.involved_object.name.as_deref() == Some(name)
+                && e.reason.as_deref() == Some(reason)
+                && e.message.as_deref().is_some_and(|m| m.contains(needle))
+        }) {
+            return Ok(e);
+        }
+        ensure!(
+            t.elapsed() < wait,
+            "no {reason} Event for {name} containing {needle:?} within {wait:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub(crate) async fn next_item<S>(stream: &mut S, timeout: Duration) -> Result<Option<S::Item>>
 where
     S: WatchStreamExt + Unpin,

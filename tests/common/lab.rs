@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -465,6 +465,15 @@ impl Lab {
             .position(|n| n.mac.eq_ignore_ascii_case(mac))
     }
 
+    /// The index of the node MetalLB elects for `ip` among the nodes `among` (by
+    /// [`expected_owner`]).
+    pub(crate) fn owner_index(&self, among: &[usize], ip: IpAddr) -> Result<usize> {
+        let name = expected_owner(self.names(among), ip)
+            .ok_or_else(|| anyhow!("no candidate for {ip}"))?;
+        self.index_of_name(name)
+            .ok_or_else(|| anyhow!("elected {name} is not a lab node"))
+    }
+
     pub(crate) fn index_of_name(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.name == name)
     }
@@ -590,24 +599,9 @@ impl Lab {
         reason: &str,
         needle: &str,
     ) -> Result<Event> {
-        let api: Api<Event> = Api::namespaced(self.admin.clone(), &self.ns);
-        let t = Instant::now();
-        loop {
-            let list = api.list(&ListParams::default()).await?;
-            if let Some(e) = list.items.into_iter().find(|e| {
-                e.involved_object.name.as_deref() == Some(object)
-                    && e.reason.as_deref() == Some(reason)
-                    && e.message.as_deref().is_some_and(|m| m.contains(needle))
-            }) {
-                return Ok(e);
-            }
-            ensure!(
-                t.elapsed() < WAIT,
-                "no {reason} Event on {object} containing {needle:?}; logs: {}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        crate::cluster::wait_event(&self.admin, &self.ns, object, reason, needle, WAIT)
+            .await
+            .with_context(|| format!("speaker logs: {}", self.logs()))
     }
 
     /// The tail of every speaker log, for failure messages (the cluster dir is removed when
