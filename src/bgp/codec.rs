@@ -1,0 +1,1 @@
+//! BGP wire format (placeholder; filled in by the codec work).

@@ -1,0 +1,1 @@
+//! BGP session state machine (placeholder; filled in by the FSM work).
