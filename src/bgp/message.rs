@@ -268,10 +268,10 @@ impl Update {
             }
             if let Some(u) = &self.attrs.mp_unreach
                 && u.withdrawn.is_empty()
-                && PathAttrs {
+                && (PathAttrs {
                     mp_unreach: None,
                     ..self.attrs.clone()
-                } == PathAttrs::default()
+                }) == PathAttrs::default()
             {
                 return Some((u.afi, u.safi));
             }
