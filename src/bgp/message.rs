@@ -108,8 +108,7 @@ impl Open {
     /// Whether the sender advertised this multiprotocol family.
     pub fn supports(&self, afi: u16, safi: u8) -> bool {
         self.capabilities
-            .iter()
-            .any(|c| *c == Capability::Multiprotocol { afi, safi })
+            .contains(&Capability::Multiprotocol { afi, safi })
     }
 }
 
