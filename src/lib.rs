@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod migrate;
 pub mod reload;
 pub mod speaker;
+pub mod sys;

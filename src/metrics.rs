@@ -38,6 +38,22 @@ pub mod names {
     pub const SPEAKER_MEMBERS: &str = "metallb_rs_speaker_members_alive";
     /// metallb-rs addition: 1 while this speaker is fenced (announces nothing).
     pub const SPEAKER_FENCED: &str = "metallb_rs_speaker_fenced_bool";
+    /// Speaker: 1 while the BGP session to `peer` is established.
+    pub const BGP_SESSION_UP: &str = "metallb_bgp_session_up";
+    /// Speaker: BGP UPDATE messages sent to `peer`.
+    pub const BGP_UPDATES_TOTAL: &str = "metallb_bgp_updates_total";
+    /// Speaker: prefixes `peer` has been sent.
+    pub const BGP_ANNOUNCED_PREFIXES: &str = "metallb_bgp_announced_prefixes_total";
+    /// Speaker: prefixes that should be advertised to `peer`.
+    pub const BGP_PENDING_PREFIXES: &str = "metallb_bgp_pending_prefixes_total";
+    /// metallb-rs addition: BGP messages by `peer`, `direction` (sent/received) and `type`.
+    pub const BGP_MESSAGES: &str = "metallb_rs_bgp_messages_total";
+    /// metallb-rs addition: NOTIFICATIONs by `peer`, `direction`, `code` and `subcode`.
+    pub const BGP_NOTIFICATIONS: &str = "metallb_rs_bgp_notifications_total";
+    /// metallb-rs addition: established sessions to `peer` that went down, by `reason`.
+    pub const BGP_SESSION_FLAPS: &str = "metallb_rs_bgp_session_flaps_total";
+    /// metallb-rs addition: malformed messages from `peer`, by `reason`.
+    pub const BGP_DROPPED: &str = "metallb_rs_bgp_malformed_messages_total";
 }
 
 /// The metrics both binaries export about the Kubernetes client and the config.
@@ -77,6 +93,110 @@ pub struct SpeakerMetrics {
     pub members_alive: IntGauge,
     /// `metallb_rs_speaker_fenced_bool`.
     pub fenced: IntGauge,
+    /// BGP session metrics.
+    pub bgp: BgpMetrics,
+}
+
+/// BGP session metrics: MetalLB's four (label `peer` = `ip:port`, `[v6]:port`), plus ours.
+#[derive(Clone)]
+pub struct BgpMetrics {
+    /// `metallb_bgp_session_up{peer}`.
+    pub session_up: IntGaugeVec,
+    /// `metallb_bgp_updates_total{peer}`.
+    pub updates: IntCounterVec,
+    /// `metallb_bgp_announced_prefixes_total{peer}`.
+    pub announced_prefixes: IntGaugeVec,
+    /// `metallb_bgp_pending_prefixes_total{peer}`.
+    pub pending_prefixes: IntGaugeVec,
+    /// `metallb_rs_bgp_messages_total{peer,direction,type}`.
+    pub messages: IntCounterVec,
+    /// `metallb_rs_bgp_notifications_total{peer,direction,code,subcode}`.
+    pub notifications: IntCounterVec,
+    /// `metallb_rs_bgp_session_flaps_total{peer,reason}`.
+    pub flaps: IntCounterVec,
+    /// `metallb_rs_bgp_malformed_messages_total{peer,reason}`.
+    pub malformed: IntCounterVec,
+}
+
+impl BgpMetrics {
+    /// Unregistered metrics (for tests and tools).
+    pub fn unregistered() -> Self {
+        let gauge =
+            |name: &str, help: &str| must(IntGaugeVec::new(Opts::new(name, help), &["peer"]));
+        let ctr = |name: &str, help: &str, labels: &[&str]| {
+            must(IntCounterVec::new(Opts::new(name, help), labels))
+        };
+        BgpMetrics {
+            session_up: gauge(
+                names::BGP_SESSION_UP,
+                "BGP session state (1 is up, 0 is down)",
+            ),
+            updates: ctr(
+                names::BGP_UPDATES_TOTAL,
+                "Number of BGP UPDATE messages sent",
+                &["peer"],
+            ),
+            announced_prefixes: gauge(
+                names::BGP_ANNOUNCED_PREFIXES,
+                "Number of prefixes currently being advertised on the BGP session",
+            ),
+            pending_prefixes: gauge(
+                names::BGP_PENDING_PREFIXES,
+                "Number of prefixes that should be advertised on the BGP session",
+            ),
+            messages: ctr(
+                names::BGP_MESSAGES,
+                "BGP messages sent and received, by type",
+                &["peer", "direction", "type"],
+            ),
+            notifications: ctr(
+                names::BGP_NOTIFICATIONS,
+                "BGP NOTIFICATION messages sent and received, by error code and subcode",
+                &["peer", "direction", "code", "subcode"],
+            ),
+            flaps: ctr(
+                names::BGP_SESSION_FLAPS,
+                "Established BGP sessions that went down, by reason",
+                &["peer", "reason"],
+            ),
+            malformed: ctr(
+                names::BGP_DROPPED,
+                "Malformed BGP messages received (answered with a NOTIFICATION), by reason",
+                &["peer", "reason"],
+            ),
+        }
+    }
+
+    /// Create and register.
+    pub fn register(reg: &Registry) -> Self {
+        let m = Self::unregistered();
+        for g in [&m.session_up, &m.announced_prefixes, &m.pending_prefixes] {
+            must(reg.register(Box::new(g.clone())));
+        }
+        for c in [
+            &m.updates,
+            &m.messages,
+            &m.notifications,
+            &m.flaps,
+            &m.malformed,
+        ] {
+            must(reg.register(Box::new(c.clone())));
+        }
+        m
+    }
+
+    /// Drop MetalLB's series of `peer` (MetalLB deletes them when the session is closed;
+    /// our own counters stay, so a flapping peer's history survives its removal).
+    pub fn forget(&self, peer: &str) {
+        for g in [
+            &self.session_up,
+            &self.announced_prefixes,
+            &self.pending_prefixes,
+        ] {
+            let _ = g.remove_label_values(&[peer]);
+        }
+        let _ = self.updates.remove_label_values(&[peer]);
+    }
 }
 
 /// Counters of the layer 2 responder (labels as MetalLB: `ip`), plus our drop counter.
@@ -163,6 +283,7 @@ impl SpeakerMetrics {
             layer2: Layer2Metrics::register(reg),
             members_alive,
             fenced,
+            bgp: BgpMetrics::register(reg),
         }
     }
 }

@@ -13,7 +13,10 @@
 //! - [`message`] and [`codec`]: the messages and their byte-exact wire format.
 //! - [`fsm`]: the session state machine, `process(now, input) -> Vec<Output>`.
 //! - [`advertise`]: which prefixes this node announces and the UPDATEs that carry a change.
+//! - [`session`]: the tokio tasks that own the TCP connections.
 
+pub mod advertise;
 pub mod codec;
 pub mod fsm;
 pub mod message;
+pub mod session;

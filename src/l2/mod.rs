@@ -25,4 +25,4 @@ pub mod gratuitous;
 pub mod packet;
 pub mod plan;
 pub mod probe;
-pub mod sys;
+pub use crate::sys;

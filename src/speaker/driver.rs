@@ -26,6 +26,8 @@ use crate::l2::plan::Plan;
 use crate::metrics::{ClientMetrics, SpeakerMetrics};
 use crate::reload::{Reload, Reloader};
 
+use crate::bgp::{self, session::Sessions};
+
 use super::gossip::{Gossip, GossipConfig, LiveView};
 use super::world::{self, Mode, World};
 
@@ -51,7 +53,7 @@ const API_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 #[command(
     name = "speaker",
     version,
-    about = "metallb-rs speaker: announces LoadBalancer IPs (layer 2: ARP/NDP)"
+    about = "metallb-rs speaker: announces LoadBalancer IPs (layer 2: ARP/NDP; BGP)"
 )]
 pub struct Args {
     /// The flags both binaries share.
@@ -97,6 +99,15 @@ pub struct Args {
     /// not in our gossip) still run: the safe rolling image swap (README).
     #[arg(long = "yield-to-go-speakers", default_value_t = true, action = clap::ArgAction::Set)]
     pub yield_to_go_speakers: bool,
+    /// Advertise BGP graceful restart (RFC 4724): routers that support it keep this node's
+    /// routes, marked stale, while the speaker restarts (an upgrade or a crash keeps traffic
+    /// flowing), but a node that dies keeps attracting traffic for the restart time. Off by
+    /// default, as in MetalLB 0.14. SIGTERM always withdraws and closes cleanly.
+    #[arg(long = "bgp-graceful-restart", env = "METALLB_BGP_GRACEFUL_RESTART", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub bgp_graceful_restart: bool,
+    /// Restart time advertised with graceful restart, in seconds (at most 4095).
+    #[arg(long = "bgp-graceful-restart-time", default_value_t = 120, value_parser = clap::value_parser!(u16).range(1..=4095))]
+    pub bgp_graceful_restart_time: u16,
     /// Gossip heartbeat interval in milliseconds.
     #[arg(long = "ml-interval-ms", default_value_t = 100)]
     pub ml_interval_ms: u64,
@@ -118,7 +129,11 @@ enum Input {
     Slice(String, String, Option<BTreeSet<String>>),
     /// (service key, ready nodes); `None` = deleted.
     Endpoints(String, Option<BTreeSet<String>>),
-    Node(String, Option<world::NodeInfo>),
+    /// A Node; with its labels when it is this speaker's own (BGP node-selectors).
+    Node(
+        String,
+        Option<(world::NodeInfo, Option<BTreeMap<String, String>>)>,
+    ),
     /// A Pods list result (`None`: failed or timed out; `Some(None)` forbidden).
     Pods(Option<Option<BTreeMap<String, world::SpeakerPod>>>),
     /// An apiserver probe result when Pods are watched (the watch delivers the Pods).
@@ -253,7 +268,7 @@ impl Args {
         } else {
             tokio::spawn(watch_endpoints(client.clone(), tx.clone()));
         }
-        tokio::spawn(watch_nodes(client.clone(), tx.clone()));
+        tokio::spawn(watch_nodes(client.clone(), me.clone(), tx.clone()));
         let labels = labels.unwrap_or_else(|| "app=metallb,component=speaker".into());
         let pods_watched = pods_watch_allowed(&client, &pods_ns).await;
         let normal_poll = if pods_watched {
@@ -325,6 +340,18 @@ impl Args {
             heard_ever: BTreeSet::new(),
             yield_to_go: self.yield_to_go_speakers,
             foreign: Vec::new(),
+            bgp: Sessions::new(
+                bgp::session::Options {
+                    node_name: me.clone(),
+                    graceful_restart: self
+                        .bgp_graceful_restart
+                        .then_some(self.bgp_graceful_restart_time),
+                },
+                metrics.bgp.clone(),
+            ),
+            my_labels: BTreeMap::new(),
+            bgp_owned: BTreeMap::new(),
+            bgp_warned: None,
             poll_tx,
             client_metrics,
             metrics,
@@ -466,16 +493,20 @@ async fn watch_endpoints(client: Client, tx: mpsc::Sender<Input>) {
     .await;
 }
 
-async fn watch_nodes(client: Client, tx: mpsc::Sender<Input>) {
+async fn watch_nodes(client: Client, me: String, tx: mpsc::Sender<Input>) {
     let api: Api<Node> = Api::all(client);
     forward(
         api,
         watcher::Config::default(),
         Kind_::Nodes,
         tx,
-        |node, present| {
+        move |node, present| {
             let name = node.metadata.name.clone()?;
-            Some(Input::Node(name, present.then(|| world::node_info(node))))
+            let labels = (name == me).then(|| node.metadata.labels.clone().unwrap_or_default());
+            Some(Input::Node(
+                name,
+                present.then(|| (world::node_info(node), labels)),
+            ))
         },
     )
     .await;
@@ -668,6 +699,14 @@ struct State {
     yield_to_go: bool,
     /// Go speakers we currently yield to.
     foreign: Vec<String>,
+    /// The BGP sessions.
+    bgp: Sessions,
+    /// This node's labels (for the peers' node-selectors).
+    my_labels: BTreeMap<String, String>,
+    /// What this node announces over BGP: IP → services.
+    bgp_owned: BTreeMap<IpAddr, Vec<String>>,
+    /// The config (sha256) whose BGP warning was last given.
+    bgp_warned: Option<String>,
     poll_tx: watch::Sender<Duration>,
     client_metrics: ClientMetrics,
     metrics: SpeakerMetrics,
@@ -727,6 +766,7 @@ impl State {
     async fn shutdown(&mut self) -> anyhow::Result<()> {
         info!("Shutting down: withdrawing announcements and leaving the gossip");
         self.announcer.set_owned(BTreeSet::new());
+        self.bgp.shutdown(Duration::from_secs(3)).await;
         if let Some(g) = self.gossip.take() {
             g.leave().await;
         }
@@ -740,9 +780,9 @@ impl State {
                 if c.reference.is_some() {
                     self.config_ref = c.reference.clone();
                 }
-                let owned = &self.owned;
+                let owned = self.all_announced();
                 let outcome = self.reload.offer(c.payload.as_deref(), |cfg| {
-                    world::check_announced(cfg, owned)
+                    world::check_announced(cfg, &owned)
                 });
                 self.handle_reload(outcome).await;
             }
@@ -820,10 +860,16 @@ impl State {
             Input::Node(name, info) => {
                 self.mark_seen(Kind_::Nodes, &name);
                 match info {
-                    Some(i) => {
+                    Some((i, labels)) => {
+                        if let Some(l) = labels {
+                            self.my_labels = l;
+                        }
                         self.world.nodes.insert(name, i);
                     }
                     None => {
+                        if name == self.me {
+                            self.my_labels.clear();
+                        }
                         self.world.nodes.remove(&name);
                     }
                 }
@@ -1005,6 +1051,119 @@ impl State {
             self.world.plan(&config, &live, &self.me)
         };
         self.push(plan, &live).await;
+        self.decide_bgp(&config).await;
+    }
+
+    /// Every IP this node announces (layer 2 and BGP), with its services.
+    fn all_announced(&self) -> BTreeMap<IpAddr, Vec<String>> {
+        let mut all = self.owned.clone();
+        for (ip, svcs) in &self.bgp_owned {
+            all.entry(*ip).or_default().extend(svcs.iter().cloned());
+        }
+        all
+    }
+
+    /// Retry a config rejected as stale, now that the announcements changed.
+    async fn retry_pending(&mut self) {
+        if self.reload.has_pending() {
+            let owned = self.all_announced();
+            if let Some(outcome) = self.reload.retry(|c| world::check_announced(c, &owned)) {
+                self.handle_reload(outcome).await;
+            }
+        }
+    }
+
+    /// BGP: run the sessions of the peers that select this node and give them the routes
+    /// (spec §7.5–§7.7). Unlike layer 2, BGP announcements do not depend on the liveness
+    /// of other speakers, on fencing or on the Go-speaker yield: every eligible node
+    /// announces (routers spread traffic over all of them), as in MetalLB.
+    async fn decide_bgp(&mut self, config: &crate::config::Config) {
+        let peers: Vec<crate::config::Peer> = config
+            .peers
+            .iter()
+            .filter(|p| crate::config::selector::any_matches(&p.node_selectors, &self.my_labels))
+            .cloned()
+            .collect();
+        self.bgp.set_peers(&peers);
+        let desired = bgp::advertise::desired(config, &self.world.service_list(), &self.me);
+        let sha = self.reload.current_sha256().map(str::to_string);
+        if self.bgp_warned != sha {
+            self.bgp_warned = sha;
+            self.warn_bgp(config, &peers);
+        }
+        let mut owned: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+        for (svc, ip) in &desired.announced {
+            owned.entry(*ip).or_default().push(svc.clone());
+        }
+        self.bgp.set_routes(desired.routes);
+        if owned == self.bgp_owned {
+            return;
+        }
+        let pairs = |m: &BTreeMap<IpAddr, Vec<String>>| -> BTreeSet<(IpAddr, String)> {
+            m.iter()
+                .flat_map(|(ip, s)| s.iter().map(move |s| (*ip, s.clone())))
+                .collect()
+        };
+        let (old, new) = (pairs(&self.bgp_owned), pairs(&owned));
+        for (ip, svc) in old.difference(&new) {
+            let _ = self.metrics.announced.remove_label_values(&[
+                svc,
+                "bgp",
+                &self.me,
+                &ip.to_string(),
+            ]);
+            let why = desired.skipped.get(svc).copied().unwrap_or("notBGP");
+            info!(service = %svc, ip = %ip, reason = why, protocol = "bgp", "Withdrawn");
+        }
+        let mut assigned = BTreeSet::new();
+        for (ip, svc) in new.difference(&old) {
+            self.metrics
+                .announced
+                .with_label_values(&[svc, "bgp", &self.me, &ip.to_string()])
+                .set(1);
+            info!(service = %svc, ip = %ip, protocol = "bgp", "Announcing from this node");
+            assigned.insert(svc.clone());
+        }
+        self.bgp_owned = owned;
+        self.retry_pending().await;
+        for svc in assigned {
+            if let Some(r) = self.refs.get(&svc).cloned() {
+                let msg = format!("announcing from node {:?} with protocol \"bgp\"", self.me);
+                self.event(r, Kind::Normal, "nodeAssigned", msg);
+            }
+        }
+    }
+
+    /// Say so (log and a Warning Event on the ConfigMap, once per config) when BGP pools
+    /// cannot be announced from this node, or a peer asks for what is not built.
+    fn warn_bgp(&self, config: &crate::config::Config, peers: &[crate::config::Peer]) {
+        let bgp_pools: Vec<&str> = config
+            .pools
+            .iter()
+            .filter(|p| p.protocol == crate::config::Protocol::Bgp)
+            .map(|p| p.name.as_str())
+            .collect();
+        let mut problems = Vec::new();
+        if !bgp_pools.is_empty() && peers.is_empty() {
+            problems.push(format!(
+                "no BGP peer selects node {} (node-selectors), so BGP pools {} are not announced from it",
+                self.me,
+                bgp_pools.join(", ")
+            ));
+        }
+        for p in peers.iter().filter(|p| p.bfd_profile.is_some()) {
+            problems.push(format!(
+                "peer {} names bfd-profile {:?}: BFD is not supported by this speaker yet, the BGP session runs without it",
+                bgp::session::peer_label(p),
+                p.bfd_profile.as_deref().unwrap_or_default()
+            ));
+        }
+        for msg in problems {
+            warn!("{msg}");
+            if let Some(r) = self.config_ref.clone() {
+                self.event(r, Kind::Warning, "BGPNotAnnounced", msg);
+            }
+        }
     }
 
     async fn push(&mut self, plan: Plan, live: &BTreeSet<String>) {
@@ -1061,12 +1220,7 @@ impl State {
             assigned.insert(svc.clone());
         }
         self.owned = owned;
-        if self.reload.has_pending() {
-            let owned = &self.owned;
-            if let Some(outcome) = self.reload.retry(|c| world::check_announced(c, owned)) {
-                self.handle_reload(outcome).await;
-            }
-        }
+        self.retry_pending().await;
         for svc in assigned {
             if let Some(r) = self.refs.get(&svc).cloned() {
                 let msg = format!(

@@ -1,5 +1,6 @@
-//! The speaker (layer 2 mode): answers ARP and NDP for the LoadBalancer IPs this node wins,
-//! hands them over fast when a speaker dies, and applies config edits live.
+//! The speaker: in layer 2 mode it answers ARP and NDP for the LoadBalancer IPs this node
+//! wins and hands them over fast when a speaker dies; in BGP mode it announces them to routers
+//! ([`crate::bgp`]); it applies config edits live.
 //!
 //! ```text
 //!  ConfigMap (watch) / --config-file ─┐
@@ -8,7 +9,13 @@
 //!  liveness gossip (UDP 7946)        ─┘     reload::Reloader (pure)        (AF_PACKET ARP/NDP,
 //!                                           world::World (pure)             gratuitous bursts)
 //!                                           l2::plan + l2::election (pure)
+//!                                           bgp::advertise (pure) ────────► bgp::session
+//!                                                                           (one task per peer)
 //! ```
+//!
+//! BGP announcements follow MetalLB: every node whose peers' node-selectors match its labels
+//! announces `Cluster` services with a ready endpoint anywhere and `Local` services with a
+//! ready endpoint on the node; the liveness, fencing and yield rules below are layer 2's.
 //!
 //! - [`world`] (pure) folds what the watches report into compact maps and answers "who is a
 //!   live candidate" and "what does this node announce".

@@ -167,8 +167,12 @@ impl World {
 
     /// The layer 2 plan of `me` under `config` with these live speakers.
     pub fn plan(&self, config: &Config, live: &BTreeSet<String>, me: &str) -> Plan {
-        let services: Vec<L2Service> = self
-            .services
+        plan::plan(config, &self.service_list(), live, me)
+    }
+
+    /// Every handled service with the nodes of its ready endpoints.
+    pub fn service_list(&self) -> Vec<L2Service> {
+        self.services
             .iter()
             .map(|(key, s)| L2Service {
                 key: key.clone(),
@@ -180,8 +184,7 @@ impl World {
                     .map(|by_src| by_src.values().flatten().cloned().collect())
                     .unwrap_or_default(),
             })
-            .collect();
-        plan::plan(config, &services, live, me)
+            .collect()
     }
 }
 
