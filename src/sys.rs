@@ -520,6 +520,67 @@ pub fn interface_by_name(name: &str) -> anyhow::Result<InterfaceInfo> {
         .with_context(|| format!("no interface named {name:?}"))
 }
 
+/// Longest TCP-MD5 key the kernel takes (`TCP_MD5SIG_MAXKEYLEN`).
+pub const TCP_MD5_MAX_KEY: usize = 80;
+
+/// `struct tcp_md5sig` of `linux/tcp.h` (libc does not define it).
+#[repr(C)]
+struct TcpMd5Sig {
+    addr: libc::sockaddr_storage,
+    flags: u8,
+    prefixlen: u8,
+    keylen: u16,
+    ifindex: libc::c_int,
+    key: [u8; TCP_MD5_MAX_KEY],
+}
+
+/// Sign every segment to and from `peer` on `sock` with TCP-MD5 (RFC 2385) using `key`, as
+/// MetalLB does for a peer's `password`. Set before `connect()`. Fails with
+/// `InvalidInput` for a key longer than [`TCP_MD5_MAX_KEY`] bytes or a peer of another
+/// family than the socket.
+pub fn set_tcp_md5(sock: &Socket, peer: std::net::IpAddr, key: &[u8]) -> io::Result<()> {
+    if key.len() > TCP_MD5_MAX_KEY {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "TCP-MD5 password is {} bytes, the kernel takes at most {TCP_MD5_MAX_KEY}",
+                key.len()
+            ),
+        ));
+    }
+    // SAFETY: TcpMd5Sig is plain old data (integers and byte arrays); all-zero is valid.
+    let mut sig: TcpMd5Sig = unsafe { std::mem::zeroed() };
+    let addr = socket2::SockAddr::from(std::net::SocketAddr::new(peer, 0));
+    let len = (addr.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: both regions are valid for `len` bytes (len is bounded by the destination's
+    // size and is the source's own length), they do not overlap, and sockaddr_storage is
+    // plain old data.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr().cast::<u8>(),
+            (&raw mut sig.addr).cast::<u8>(),
+            len,
+        );
+    }
+    sig.keylen = key.len() as u16;
+    sig.key[..key.len()].copy_from_slice(key);
+    // SAFETY: `sig` is a fully initialised tcp_md5sig and we pass its exact size; the kernel
+    // only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MD5SIG,
+            (&raw const sig).cast::<libc::c_void>(),
+            std::mem::size_of::<TcpMd5Sig>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io_err("setsockopt TCP_MD5SIG"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,65 +668,4 @@ mod tests {
         // Message length smaller than a header.
         assert!(split_messages(&[4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_empty());
     }
-}
-
-/// Longest TCP-MD5 key the kernel takes (`TCP_MD5SIG_MAXKEYLEN`).
-pub const TCP_MD5_MAX_KEY: usize = 80;
-
-/// `struct tcp_md5sig` of `linux/tcp.h` (libc does not define it).
-#[repr(C)]
-struct TcpMd5Sig {
-    addr: libc::sockaddr_storage,
-    flags: u8,
-    prefixlen: u8,
-    keylen: u16,
-    ifindex: libc::c_int,
-    key: [u8; TCP_MD5_MAX_KEY],
-}
-
-/// Sign every segment to and from `peer` on `sock` with TCP-MD5 (RFC 2385) using `key`, as
-/// MetalLB does for a peer's `password`. Set before `connect()`. Fails with
-/// `InvalidInput` for a key longer than [`TCP_MD5_MAX_KEY`] bytes or a peer of another
-/// family than the socket.
-pub fn set_tcp_md5(sock: &Socket, peer: std::net::IpAddr, key: &[u8]) -> io::Result<()> {
-    if key.len() > TCP_MD5_MAX_KEY {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "TCP-MD5 password is {} bytes, the kernel takes at most {TCP_MD5_MAX_KEY}",
-                key.len()
-            ),
-        ));
-    }
-    // SAFETY: TcpMd5Sig is plain old data (integers and byte arrays); all-zero is valid.
-    let mut sig: TcpMd5Sig = unsafe { std::mem::zeroed() };
-    let addr = socket2::SockAddr::from(std::net::SocketAddr::new(peer, 0));
-    let len = (addr.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
-    // SAFETY: both regions are valid for `len` bytes (len is bounded by the destination's
-    // size and is the source's own length), they do not overlap, and sockaddr_storage is
-    // plain old data.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            addr.as_ptr().cast::<u8>(),
-            (&raw mut sig.addr).cast::<u8>(),
-            len,
-        );
-    }
-    sig.keylen = key.len() as u16;
-    sig.key[..key.len()].copy_from_slice(key);
-    // SAFETY: `sig` is a fully initialised tcp_md5sig and we pass its exact size; the kernel
-    // only reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_MD5SIG,
-            (&raw const sig).cast::<libc::c_void>(),
-            std::mem::size_of::<TcpMd5Sig>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io_err("setsockopt TCP_MD5SIG"));
-    }
-    Ok(())
 }

@@ -132,9 +132,11 @@ address-pools:
     let both = [node_addr(&lab, 0), node_addr(&lab, 1)];
     for (r, ibgp) in [(&gobgp, false), (&bird, true), (&frr, false)] {
         let routes = r
-            .wait_routes("the service route from both nodes and the aggregate", WAIT, |rs| {
-                hops_are(rs, &host, &both) && hops_are(rs, &agg, &both)
-            })
+            .wait_routes(
+                "the service route from both nodes and the aggregate",
+                WAIT,
+                |rs| hops_are(rs, &host, &both) && hops_are(rs, &agg, &both),
+            )
             .await?;
         for route in routers::routes_for(&routes, &host) {
             let want_path: Vec<u32> = if ibgp { vec![] } else { vec![64500] };
@@ -266,11 +268,17 @@ async fn local_policy_and_node_selectors() -> Result<()> {
     let nodes: Api<Node> = Api::all(lab.admin.clone());
     let label = |on: Option<&str>| Patch::Merge(json!({"metadata": {"labels": {"bgp": on}}}));
     nodes
-        .patch(&lab.nodes[1].name, &PatchParams::default(), &label(Some("on")))
+        .patch(
+            &lab.nodes[1].name,
+            &PatchParams::default(),
+            &label(Some("on")),
+        )
         .await?;
     gobgp.wait_session(n1, true, WAIT).await?;
     gobgp
-        .wait_routes("from the labelled node", WAIT, |rs| hops_are(rs, &host, &[n1]))
+        .wait_routes("from the labelled node", WAIT, |rs| {
+            hops_are(rs, &host, &[n1])
+        })
         .await?;
     ensure!(
         !gobgp.session_established(n0).await?,
@@ -303,12 +311,30 @@ async fn md5_ipv6_and_two_byte_as() -> Result<()> {
     let g6: IpAddr = "2001:db8:71::2".parse()?;
     in_ns(
         &lab.nodes[0].netns,
-        &["ip", "-6", "addr", "add", "2001:db8:71::1/64", "dev", "eth0", "nodad"],
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:71::1/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
     )?;
     let (g6ns, _) = router_ns(&lab, "g6")?;
     in_ns(
         &g6ns,
-        &["ip", "-6", "addr", "add", "2001:db8:71::2/64", "dev", "eth0", "nodad"],
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:71::2/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
     )?;
     let gobgp6 = Router::start(
         Kind::Gobgp,
@@ -407,7 +433,10 @@ address-pools:
         !frr.session_established(n0).await?,
         "the wrong password must not establish"
     );
-    ensure!(gobgp.session_established(n0).await?, "other sessions stay up");
+    ensure!(
+        gobgp.session_established(n0).await?,
+        "other sessions stay up"
+    );
 
     // A 4-octet my-asn to the 2-octet peer: AS_TRANS in AS_PATH.
     lab.set_config(&peers("s3cret-md5").replace(
@@ -441,7 +470,10 @@ async fn hold_timer_graceful_restart_and_sigterm() -> Result<()> {
         "peers:\n- {{my-asn: 64500, peer-asn: 64501, peer-address: {g}, hold-time: 9s}}\naddress-pools:\n- name: bgp\n  protocol: bgp\n  addresses: [203.0.113.128/28]\n"
     ))
     .await?;
-    lab.start_speaker(0, &["--bgp-graceful-restart", "--bgp-graceful-restart-time=60"])?;
+    lab.start_speaker(
+        0,
+        &["--bgp-graceful-restart", "--bgp-graceful-restart-time=60"],
+    )?;
     lab.service("web", json!({}), &[0]).await?;
     let ip = lab.wait_ip("web").await?;
     let host = format!("{ip}/32");
@@ -489,7 +521,10 @@ async fn hold_timer_graceful_restart_and_sigterm() -> Result<()> {
         })
         .await?;
     ensure!(hops_are(&rs, &host, &[n0]), "{rs:?}");
-    lab.start_speaker(0, &["--bgp-graceful-restart", "--bgp-graceful-restart-time=60"])?;
+    lab.start_speaker(
+        0,
+        &["--bgp-graceful-restart", "--bgp-graceful-restart-time=60"],
+    )?;
     gobgp
         .wait_routes("fresh after End-of-RIB", WAIT, |rs| {
             let r = routers::routes_for(rs, &host);
@@ -535,8 +570,10 @@ async fn reload_sends_only_deltas() -> Result<()> {
     let mut lab = Lab::new("bgr", 1, MetallbRbac::V0_12_1).await?;
     let (gobgp, g) = router(&lab, "g", Kind::Gobgp, 64501, |_| {}).await?;
     let (bird, b) = router(&lab, "b", Kind::Bird, 64502, |_| {}).await?;
-    let peer_g = format!("- {{my-asn: 64500, peer-asn: 64501, peer-address: {g}, hold-time: 9s}}\n");
-    let peer_b = format!("- {{my-asn: 64500, peer-asn: 64502, peer-address: {b}, hold-time: 9s}}\n");
+    let peer_g =
+        format!("- {{my-asn: 64500, peer-asn: 64501, peer-address: {g}, hold-time: 9s}}\n");
+    let peer_b =
+        format!("- {{my-asn: 64500, peer-asn: 64502, peer-address: {b}, hold-time: 9s}}\n");
     let pools = |comm: &str, p2: &str, extra: bool| {
         format!(
             "address-pools:
@@ -555,21 +592,21 @@ async fn reload_sends_only_deltas() -> Result<()> {
             }
         )
     };
-    lab.set_config(&format!("peers:\n{peer_g}{}", pools("64500:1", "bgp", true)))
-        .await?;
+    lab.set_config(&format!(
+        "peers:\n{peer_g}{}",
+        pools("64500:1", "bgp", true)
+    ))
+    .await?;
     lab.start_all()?;
     for (name, pool) in [("a1", "p1"), ("a2", "p1"), ("b1", "p2")] {
-        lab.service(
-            name,
-            json!({}),
-            &[0],
-        )
-        .await?;
+        lab.service(name, json!({}), &[0]).await?;
         let api: Api<Service> = Api::namespaced(lab.admin.clone(), &lab.ns);
         api.patch(
             name,
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"metallb.universe.tf/address-pool": pool}}})),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"metallb.universe.tf/address-pool": pool}}}),
+            ),
         )
         .await?;
     }
@@ -586,8 +623,12 @@ async fn reload_sends_only_deltas() -> Result<()> {
     let lg = peer_label(g);
     let updates = |m: &str| metric(m, "metallb_bgp_updates_total", &[&lg]).unwrap_or(-1.0);
     let flaps = |m: &str| {
-        metric(m, "metallb_rs_bgp_messages_total", &[&lg, "direction=\"sent\"", "type=\"open\""])
-            .unwrap_or(-1.0)
+        metric(
+            m,
+            "metallb_rs_bgp_messages_total",
+            &[&lg, "direction=\"sent\"", "type=\"open\""],
+        )
+        .unwrap_or(-1.0)
     };
     let m0 = lab.metrics(0).await?;
     let (u0, o0) = (updates(&m0), flaps(&m0));
@@ -603,7 +644,11 @@ async fn reload_sends_only_deltas() -> Result<()> {
     })
     .await?;
     let m1 = lab.metrics(0).await?;
-    ensure!(updates(&m1) == u0, "no UPDATE to the untouched peer: {u0} -> {}", updates(&m1));
+    ensure!(
+        updates(&m1) == u0,
+        "no UPDATE to the untouched peer: {u0} -> {}",
+        updates(&m1)
+    );
     ensure!(flaps(&m1) == o0, "the untouched session was not reopened");
 
     // Change p1's community: one UPDATE with both of its prefixes.
@@ -622,7 +667,11 @@ async fn reload_sends_only_deltas() -> Result<()> {
         })
         .await?;
     let m2 = lab.metrics(0).await?;
-    ensure!(updates(&m2) == u0 + 1.0, "one UPDATE: {u0} -> {}", updates(&m2));
+    ensure!(
+        updates(&m2) == u0 + 1.0,
+        "one UPDATE: {u0} -> {}",
+        updates(&m2)
+    );
 
     // Remove the unused pool: nothing to send.
     lab.set_config(&format!(
@@ -630,7 +679,12 @@ async fn reload_sends_only_deltas() -> Result<()> {
         pools("64500:2", "bgp", false)
     ))
     .await?;
-    wait_config(&lab, &pools("64500:2", "bgp", false), &format!("peers:\n{peer_g}{peer_b}")).await?;
+    wait_config(
+        &lab,
+        &pools("64500:2", "bgp", false),
+        &format!("peers:\n{peer_g}{peer_b}"),
+    )
+    .await?;
     // p2 to layer 2: one withdraw UPDATE (observed at the router first, then counted).
     lab.set_config(&format!(
         "peers:\n{peer_g}{peer_b}{}",
