@@ -256,6 +256,40 @@ async fn every_router_receives_what_gobgp_announces() -> Result<()> {
 
 #[tokio::test]
 #[ignore = "requires root and network namespaces; run by make test"]
+async fn bird_and_frr_as_two_byte_as_peers() -> Result<()> {
+    require_routers()?;
+    let net = Net::new("t", 3)?;
+    let two_byte = |n: &mut Neighbor| n.four_octet_as = false;
+    let cfgs = [
+        (1, Kind::Bird, receiver(&net, 1, 64501, two_byte)),
+        (2, Kind::Frr, receiver(&net, 2, 64502, two_byte)),
+    ];
+    let mut receivers = Vec::new();
+    for (i, kind, cfg) in &cfgs {
+        receivers.push(Router::start(*kind, &net.host(*i), cfg).await?);
+    }
+    let list: Vec<(usize, &RouterConfig)> = cfgs.iter().map(|(i, _, c)| (*i, c)).collect();
+    let ann = Router::start(Kind::Gobgp, &net.host(0), &announcer(&net, &list)).await?;
+    ann.announce(V4, &["64500:100"], None).await?;
+    let from = net.v4(0);
+    for (r, (i, _, _)) in receivers.iter().zip(&cfgs) {
+        let routes = r
+            .wait_routes("the IPv4 route", WAIT, |rs| one(rs, V4, from).is_some())
+            .await?;
+        let a = one(&routes, V4, from).expect("waited for");
+        ensure!(a.as_path == [ANNOUNCER_AS], "{}: {a:?}", r.kind());
+        let info = ann.wait_session(net.v4(*i), true, WAIT).await?;
+        ensure!(
+            info.remote_four_octet_as == Some(false),
+            "{}: {info:?}",
+            r.kind()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "requires root and network namespaces; run by make test"]
 async fn graceful_restart_keeps_stale_routes() -> Result<()> {
     require_routers()?;
     let net = Net::new("g", 4)?;
