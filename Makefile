@@ -9,10 +9,13 @@ all: test
 ## System packages the suites need (Debian), installed only when missing.
 deps:
 	@missing=""; \
-	for p in openssl:openssl ip:iproute2 flock:util-linux setpriv:util-linux arping:arping ndisc6:ndisc6 tcpdump:tcpdump curl:curl stdbuf:coreutils ping:iputils-ping sysctl:procps; do \
+	for p in openssl:openssl ip:iproute2 flock:util-linux setpriv:util-linux arping:arping ndisc6:ndisc6 tcpdump:tcpdump curl:curl stdbuf:coreutils ping:iputils-ping sysctl:procps \
+	         gobgpd:gobgpd gobgp:gobgpd bird:bird2 birdc:bird2 exabgp:exabgp vtysh:frr; do \
 	  command -v $${p%%:*} >/dev/null 2>&1 || missing="$$missing $${p##*:}"; \
 	done; \
-	if [ -n "$$missing" ]; then \
+	[ -x /usr/lib/frr/bgpd ] || dpkg -L frr 2>/dev/null | grep -q '/bgpd$$' || missing="$$missing frr"; \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	if [ -n "$${missing// /}" ]; then \
 	  echo "== installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
