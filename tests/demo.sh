@@ -9,6 +9,8 @@
 # 4. layer 2: two "nodes" (network namespaces on a bridge) run metallb-rs speakers; a client
 #    namespace resolves the Service IP by ARP (answered by the elected node) and pings it; the
 #    owner's speaker is killed and the other node takes over;
+#    BGP: a real router (GoBGP) peers with the speaker over TCP-MD5 and a Service of the bgp
+#    pool appears in its table;
 # 5. run metallb-migrate against the live objects (`--services`), show the CRDs, the renames
 #    and the Service annotation patches, and apply the CRDs to the cluster;
 # 6. show what a broken config looks like to a user; tear everything down.
@@ -127,7 +129,7 @@ echo "restoring the accepted config:"; k apply -f "$work/config2.yaml"
 say "layer 2: two nodes run metallb-rs speakers (only CAP_NET_RAW); a client resolves the IP by ARP"
 web_ip=$(k get svc web -n shop -o jsonpath='{.status.loadBalancer.ingress[0].ip}')
 spk=()
-declare -A mac
+declare -A mac node_addr
 k create serviceaccount speaker -n metallb-system >/dev/null
 for n in node-a node-b; do
   eval "$(tests/harness/cluster netns-add "demo-$n" "$HARNESS_CLUSTER_DIR" 2>/dev/null)"
@@ -153,6 +155,7 @@ YAML
     METALLB_ML_LABELS=app=metallb,component=speaker METALLB_ML_SECRET_KEY=demo-secret \
     target/debug/speaker --namespace metallb-system --kubeconfig "$KUBECONFIG" > "$work/speaker-$n.log" 2>&1 &
   spk+=($!); disown "$!"
+  node_addr[$n]=$HARNESS_NODE_ADDR
   echo "$n: netns demo-$n, eth0 $HARNESS_NODE_ADDR, MAC ${mac[$n]}"
 done
 trap 'kill ${spk[*]} $ctl 2>/dev/null; tests/harness/cluster stop "$HARNESS_CLUSTER_DIR" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
@@ -190,6 +193,42 @@ for _ in $(seq 100); do
 done
 echo "answered by $now after $(( ($(date +%s%N) - t0) / 1000000 )) ms (measured by arping probes, see BENCHMARKS.md)"
 ip netns exec demo-client arping -c 2 -i eth0 "$web_ip" | sed 's/^/  /'
+
+say "BGP: a router (GoBGP, AS 64501) peers with the speakers over TCP-MD5; a Service of the bgp pool lands in its table"
+eval "$(tests/harness/cluster netns-add demo-router "$HARNESS_CLUSTER_DIR" 2>/dev/null)"
+router=$HARNESS_NODE_ADDR
+{
+  printf '[global.config]\n  as = 64501\n  router-id = "%s"\n' "$router"
+  for n in node-a node-b; do
+    printf '[[neighbors]]\n  [neighbors.config]\n    neighbor-address = "%s"\n    peer-as = 64500\n    auth-password = "s3cret"\n' "${node_addr[$n]}"
+    printf '  [neighbors.transport.config]\n    passive-mode = true\n'
+  done
+} > "$work/gobgpd.toml"
+ip netns exec demo-router gobgpd -f "$work/gobgpd.toml" --api-hosts=127.0.0.1:50051 --pprof-disable > "$work/gobgpd.log" 2>&1 &
+gobgpd_pid=$!; disown "$gobgpd_pid"
+trap 'kill ${spk[*]} $ctl $gobgpd_pid 2>/dev/null; tests/harness/cluster stop "$HARNESS_CLUSTER_DIR" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+sed -e "s/peer-address: 198.51.100.1$/peer-address: $router/" "$work/config2.yaml" > "$work/config-bgp.yaml"
+echo "ConfigMap edit: the peer is now the router at $router (password s3cret), no restart:"
+k apply -f "$work/config-bgp.yaml" >/dev/null
+k create service loadbalancer edge -n shop --tcp=443:8443 >/dev/null
+k annotate svc edge -n shop metallb.universe.tf/address-pool=bgp-edge >/dev/null
+cat <<YAML | k apply -f - >/dev/null
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: edge-1, namespace: shop, labels: {kubernetes.io/service-name: edge}}
+addressType: IPv4
+endpoints: [{addresses: [192.0.2.11], conditions: {ready: true}, nodeName: node-a}]
+ports: [{port: 8443, protocol: TCP, name: ""}]
+YAML
+edge_ip=""
+for _ in $(seq 100); do
+  edge_ip=$(k get svc edge -n shop -o jsonpath='{.status.loadBalancer.ingress[0].ip}' 2>/dev/null || true)
+  if [ -n "$edge_ip" ] && ip netns exec demo-router gobgp -u 127.0.0.1 global rib 2>/dev/null | grep -q "$edge_ip"; then break; fi
+  sleep 0.2
+done
+echo "service shop/edge got $edge_ip; the router's table (next hop = the live node, AS path 64500):"
+ip netns exec demo-router gobgp -u 127.0.0.1 neighbor | sed 's/^/  /'
+ip netns exec demo-router gobgp -u 127.0.0.1 global rib | sed 's/^/  /'
 
 say "metallb-migrate --check: what would change (exit 2 when something is renamed)"
 set +e
