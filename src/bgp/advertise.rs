@@ -32,7 +32,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 
 use crate::config::{BgpAdvertisement, Config, Protocol};
 use crate::l2::election::TrafficPolicy;
@@ -194,86 +194,42 @@ pub fn for_peer(desired: &RouteSet, p: &PeerParams) -> RouteSet {
 /// changed.
 pub fn updates(sent: &RouteSet, target: &RouteSet, p: &PeerParams) -> Vec<Update> {
     let mut out = Vec::new();
-    let withdrawn: Vec<IpNet> = sent
+    let ctx = p.ctx();
+    let (v4w, v6w): (Vec<IpNet>, Vec<IpNet>) = sent
         .keys()
         .filter(|n| !target.contains_key(n))
-        .copied()
-        .collect();
-    let mut v4w: Vec<Ipv4Net> = Vec::new();
-    let mut v6w: Vec<IpNet> = Vec::new();
-    for n in withdrawn {
-        match n {
-            IpNet::V4(v4) => v4w.push(v4),
-            IpNet::V6(_) => v6w.push(n),
-        }
-    }
-    pack(
-        &mut out,
-        p.ctx(),
-        Update::default(),
-        v4w,
-        |u, n| u.withdrawn.push(n),
-        |u| u.withdrawn.len(),
-    );
-    if !v6w.is_empty() {
-        let base = Update {
-            attrs: PathAttrs {
-                mp_unreach: Some(MpUnreach {
-                    afi: AFI_IPV6,
-                    safi: SAFI_UNICAST,
-                    withdrawn: Vec::new(),
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        pack(
-            &mut out,
-            p.ctx(),
-            base,
-            v6w,
-            |u, n| {
-                if let Some(m) = u.attrs.mp_unreach.as_mut() {
-                    m.withdrawn.push(n)
-                }
-            },
-            |u| u.attrs.mp_unreach.as_ref().map_or(0, |m| m.withdrawn.len()),
-        );
-    }
+        .partition(|n| n.addr().is_ipv4());
+    pack(&mut out, ctx, Update::default(), Slot::Withdrawn, v4w);
+    let unreach = PathAttrs {
+        mp_unreach: Some(MpUnreach {
+            afi: AFI_IPV6,
+            safi: SAFI_UNICAST,
+            withdrawn: Vec::new(),
+        }),
+        ..Default::default()
+    };
+    pack(&mut out, ctx, with_attrs(unreach), Slot::MpUnreach, v6w);
     // New or changed routes, grouped by attributes (then by family).
-    let mut groups: BTreeMap<&RouteAttrs, (Vec<Ipv4Net>, Vec<IpNet>)> = BTreeMap::new();
+    let mut groups: BTreeMap<&RouteAttrs, (Vec<IpNet>, Vec<IpNet>)> = BTreeMap::new();
     for (net, attrs) in target {
         if sent.get(net) == Some(attrs) {
             continue;
         }
         let g = groups.entry(attrs).or_default();
-        match net {
-            IpNet::V4(v4) => g.0.push(*v4),
-            IpNet::V6(_) => g.1.push(*net),
+        if net.addr().is_ipv4() {
+            &mut g.0
+        } else {
+            &mut g.1
         }
+        .push(*net);
     }
     for (attrs, (v4, v6)) in groups {
-        if let Some(nh) = p.next_hop_v4
-            && !v4.is_empty()
-        {
+        if let Some(nh) = p.next_hop_v4 {
             let mut a = session_attrs(attrs, p);
             a.next_hop = Some(nh);
-            let base = Update {
-                attrs: a,
-                ..Default::default()
-            };
-            pack(
-                &mut out,
-                p.ctx(),
-                base,
-                v4,
-                |u, n| u.nlri.push(n),
-                |u| u.nlri.len(),
-            );
+            pack(&mut out, ctx, with_attrs(a), Slot::Nlri, v4);
         }
-        if let Some(nh) = p.next_hop_v6
-            && !v6.is_empty()
-        {
+        if let Some(nh) = p.next_hop_v6 {
             let mut a = session_attrs(attrs, p);
             a.mp_reach = Some(MpReach {
                 afi: AFI_IPV6,
@@ -281,25 +237,17 @@ pub fn updates(sent: &RouteSet, target: &RouteSet, p: &PeerParams) -> Vec<Update
                 next_hops: vec![IpAddr::V6(nh)],
                 nlri: Vec::new(),
             });
-            let base = Update {
-                attrs: a,
-                ..Default::default()
-            };
-            pack(
-                &mut out,
-                p.ctx(),
-                base,
-                v6,
-                |u, n| {
-                    if let Some(m) = u.attrs.mp_reach.as_mut() {
-                        m.nlri.push(n)
-                    }
-                },
-                |u| u.attrs.mp_reach.as_ref().map_or(0, |m| m.nlri.len()),
-            );
+            pack(&mut out, ctx, with_attrs(a), Slot::MpReach, v6);
         }
     }
     out
+}
+
+fn with_attrs(attrs: PathAttrs) -> Update {
+    Update {
+        attrs,
+        ..Default::default()
+    }
 }
 
 /// The session-dependent attributes of a route (everything but the next hop).
@@ -328,16 +276,48 @@ fn session_attrs(attrs: &RouteAttrs, p: &PeerParams) -> PathAttrs {
     a
 }
 
-/// Append `base` filled with `items` to `out`, starting a new message whenever the next
-/// item would push one past [`MAX_LEN`].
-fn pack<T: Copy + PrefixLen>(
-    out: &mut Vec<Update>,
-    ctx: Ctx,
-    base: Update,
-    items: Vec<T>,
-    push: impl Fn(&mut Update, T),
-    count: impl Fn(&Update) -> usize,
-) {
+/// Where the prefixes of an UPDATE go.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// Withdrawn Routes (IPv4).
+    Withdrawn,
+    /// NLRI (IPv4).
+    Nlri,
+    /// MP_REACH_NLRI.
+    MpReach,
+    /// MP_UNREACH_NLRI.
+    MpUnreach,
+}
+
+impl Slot {
+    fn push(self, u: &mut Update, net: IpNet) {
+        match (self, net) {
+            (Slot::Withdrawn, IpNet::V4(n)) => u.withdrawn.push(n),
+            (Slot::Nlri, IpNet::V4(n)) => u.nlri.push(n),
+            (Slot::MpReach, n) => u.attrs.mp_reach.iter_mut().for_each(|m| m.nlri.push(n)),
+            (Slot::MpUnreach, n) => u
+                .attrs
+                .mp_unreach
+                .iter_mut()
+                .for_each(|m| m.withdrawn.push(n)),
+            // IPv6 prefixes never go to the IPv4-only slots (callers partition by family).
+            (Slot::Withdrawn | Slot::Nlri, IpNet::V6(_)) => {}
+        }
+    }
+
+    fn len(self, u: &Update) -> usize {
+        match self {
+            Slot::Withdrawn => u.withdrawn.len(),
+            Slot::Nlri => u.nlri.len(),
+            Slot::MpReach => u.attrs.mp_reach.as_ref().map_or(0, |m| m.nlri.len()),
+            Slot::MpUnreach => u.attrs.mp_unreach.as_ref().map_or(0, |m| m.withdrawn.len()),
+        }
+    }
+}
+
+/// Append `base` filled with `items` (in `slot`) to `out`, starting a new message whenever
+/// the next item would push one past [`MAX_LEN`].
+fn pack(out: &mut Vec<Update>, ctx: Ctx, base: Update, slot: Slot, items: Vec<IpNet>) {
     if items.is_empty() {
         return;
     }
@@ -345,40 +325,24 @@ fn pack<T: Copy + PrefixLen>(
     let empty = codec::encoded_len(&Message::Update(base.clone()), ctx) + 1;
     let mut cur = base.clone();
     let mut size = empty;
-    for it in items {
-        let add = codec::prefix_len_bytes(it.prefix_len());
-        if size + add > MAX_LEN && count(&cur) > 0 {
+    for net in items {
+        let add = codec::prefix_len_bytes(net.prefix_len());
+        if size + add > MAX_LEN && slot.len(&cur) > 0 {
             out.push(std::mem::replace(&mut cur, base.clone()));
             size = empty;
         }
-        push(&mut cur, it);
+        slot.push(&mut cur, net);
         size += add;
     }
-    if count(&cur) > 0 {
+    if slot.len(&cur) > 0 {
         out.push(cur);
-    }
-}
-
-/// A prefix's length, for sizing.
-trait PrefixLen {
-    fn prefix_len(&self) -> u8;
-}
-
-impl PrefixLen for Ipv4Net {
-    fn prefix_len(&self) -> u8 {
-        Ipv4Net::prefix_len(self)
-    }
-}
-
-impl PrefixLen for IpNet {
-    fn prefix_len(&self) -> u8 {
-        IpNet::prefix_len(self)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipnet::Ipv4Net;
     use crate::config::{AddressRange, Community, Pool};
 
     fn pool(name: &str, protocol: Protocol, cidrs: &[&str], ads: Vec<BgpAdvertisement>) -> Pool {
