@@ -724,7 +724,9 @@ impl<'a> Reader<'a> {
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
-/// Appends the encoding of `msg` (header included) to `out`.
+/// Appends the encoding of `msg` (header included) to `out`. `msg` must fit BGP's limits (see
+/// the module doc: `encoded_len <= MAX_LEN`, capabilities within 253 octets); larger values make
+/// a message the peer rejects, never a panic.
 pub fn encode(msg: &Message, ctx: Ctx, out: &mut Vec<u8>) {
     let len = encoded_len(msg, ctx);
     let start = out.len();
