@@ -1019,6 +1019,10 @@ pub(crate) fn bird_config(cfg: &RouterConfig) -> String {
         if !n.four_octet_as {
             let _ = writeln!(s, "  enable as4 off;");
         }
+        if n.asn == cfg.asn {
+            // iBGP is multihop by default in BIRD; the speaker is on the same link.
+            let _ = writeln!(s, "  direct;");
+        }
         let ibgp = n.asn == cfg.asn;
         for (fam, _) in n.families() {
             let gw = if ibgp { " gateway direct;" } else { "" };
