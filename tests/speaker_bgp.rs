@@ -347,7 +347,7 @@ async fn md5_ipv6_and_two_byte_as() -> Result<()> {
         },
     )
     .await?;
-    let peers = |frr_pw: &str| {
+    let peers = |frr_pw: &str, extra: &str| {
         format!(
             "peers:
 - {{my-asn: 64500, peer-asn: 64501, peer-address: {g}, password: s3cret-md5, hold-time: 9s}}
@@ -355,7 +355,7 @@ async fn md5_ipv6_and_two_byte_as() -> Result<()> {
 - {{my-asn: 64500, peer-asn: 64503, peer-address: {f}, password: {frr_pw}, hold-time: 9s}}
 - {{my-asn: 64500, peer-asn: 64504, peer-address: {e}, hold-time: 9s}}
 - {{my-asn: 64500, peer-asn: 64505, peer-address: '{g6}', hold-time: 9s}}
-address-pools:
+{extra}address-pools:
 - name: v4
   protocol: bgp
   addresses: [203.0.113.112/29]
@@ -365,7 +365,7 @@ address-pools:
 "
         )
     };
-    lab.set_config(&peers("s3cret-md5")).await?;
+    lab.set_config(&peers("s3cret-md5", "")).await?;
     lab.start_all()?;
     lab.service("web", json!({}), &[0]).await?;
     lab.service(
@@ -414,11 +414,11 @@ address-pools:
     );
 
     // A wrong password: FRR's session goes and stays down, and the log says why.
-    lab.set_config(&peers("wrong-password")).await?;
+    lab.set_config(&peers("wrong-password", "")).await?;
     frr.wait_session(n0, false, WAIT).await?;
     let t = Instant::now();
     loop {
-        let log = std::fs::read_to_string(&lab.nodes[0].log).unwrap_or_default();
+        let log = speaker_log(&lab, 0);
         if log.contains("TCP-MD5 password mismatch") && log.contains(&f.to_string()) {
             break;
         }
@@ -438,16 +438,23 @@ address-pools:
         "other sessions stay up"
     );
 
-    // A 4-octet my-asn to the 2-octet peer: AS_TRANS in AS_PATH.
-    lab.set_config(&peers("s3cret-md5").replace(
-        &format!("{{my-asn: 64500, peer-asn: 64504, peer-address: {e}"),
-        &format!("{{my-asn: 4200000001, peer-asn: 64504, peer-address: {e}"),
+    // A 4-octet my-asn to a 2-octet peer, which knows us as AS_TRANS (RFC 6793): AS_PATH
+    // carries AS_TRANS and AS4_PATH the real path; exabgp merges the two (RFC 6793 §4.2.3),
+    // so it shows 4200000001, which it can only know from our AS4_PATH.
+    let (exa2, e2) = router(&lab, "e2", Kind::Exabgp, 64506, |n| {
+        n.four_octet_as = false;
+        n.asn = 23456;
+    })
+    .await?;
+    lab.set_config(&peers(
+        "s3cret-md5",
+        &format!("- {{my-asn: 4200000001, peer-asn: 64506, peer-address: {e2}, hold-time: 9s}}\n"),
     ))
     .await?;
-    exa.wait_routes("AS_TRANS from a 4-octet my-asn", WAIT, |rs| {
+    exa2.wait_routes("AS_TRANS from a 4-octet my-asn", WAIT, |rs| {
         routers::routes_for(rs, &host)
             .iter()
-            .any(|r| r.as_path == [23456] || r.as_path == [4200000001])
+            .any(|r| r.as_path == [4_200_000_001])
     })
     .await?;
     let _ = bird;
@@ -455,9 +462,10 @@ address-pools:
 }
 
 /// The hold timer: a router that silently stops (SIGSTOP) is declared dead within the hold
-/// time and the session comes back when it does. Graceful restart on: kill -9 of the speaker
-/// leaves the route stale at the router until the speaker is back (End-of-RIB clears the
-/// mark). SIGTERM: Cease and a clean withdraw. Graceful restart off: kill -9 → the route goes.
+/// time and the session comes back when it does. Graceful restart off: kill -9 of the speaker
+/// → the route goes with the session. Graceful restart on: kill -9 leaves the route stale at
+/// the router until the speaker is back (End-of-RIB clears the mark). SIGTERM: Cease and a
+/// clean withdraw even with graceful restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "requires root + netns; run by make test"]
 async fn hold_timer_graceful_restart_and_sigterm() -> Result<()> {
@@ -470,10 +478,7 @@ async fn hold_timer_graceful_restart_and_sigterm() -> Result<()> {
         "peers:\n- {{my-asn: 64500, peer-asn: 64501, peer-address: {g}, hold-time: 9s}}\naddress-pools:\n- name: bgp\n  protocol: bgp\n  addresses: [203.0.113.128/28]\n"
     ))
     .await?;
-    lab.start_speaker(
-        0,
-        &["--bgp-graceful-restart", "--bgp-graceful-restart-time=60"],
-    )?;
+    lab.start_speaker(0, &[])?;
     lab.service("web", json!({}), &[0]).await?;
     let ip = lab.wait_ip("web").await?;
     let host = format!("{ip}/32");
@@ -494,7 +499,7 @@ async fn hold_timer_graceful_restart_and_sigterm() -> Result<()> {
     .await?;
     let detected = paused.elapsed();
     gobgp.resume()?;
-    let log = std::fs::read_to_string(&lab.nodes[0].log).unwrap_or_default();
+    let log = speaker_log(&lab, 0);
     ensure!(
         log.contains("hold_timer_expired"),
         "the hold timer must be why (after {detected:?}): {}",
@@ -507,12 +512,24 @@ async fn hold_timer_graceful_restart_and_sigterm() -> Result<()> {
     )
     .await?;
     gobgp
-        .wait_routes("the route is back", WAIT, |rs| {
-            routers::routes_for(rs, &host).iter().any(|r| !r.stale)
+        .wait_routes("the route is back", WAIT, |rs| hops_are(rs, &host, &[n0]))
+        .await?;
+
+    // Without graceful restart a killed speaker's routes go with the session (the router
+    // would help, the speaker did not offer it).
+    lab.kill9(0).await?;
+    gobgp
+        .wait_routes("gone at once without GR", WAIT, |rs| {
+            routers::routes_for(rs, &host).is_empty()
         })
         .await?;
 
-    // Graceful restart: kill -9 → stale; restart → fresh.
+    // Graceful restart: kill -9 → stale; restart → fresh after End-of-RIB.
+    let gr = ["--bgp-graceful-restart", "--bgp-graceful-restart-time=60"];
+    lab.start_speaker(0, &gr)?;
+    gobgp
+        .wait_routes("announced with GR", WAIT, |rs| hops_are(rs, &host, &[n0]))
+        .await?;
     lab.kill9(0).await?;
     gobgp.wait_session(n0, false, WAIT).await?;
     let rs = gobgp
@@ -521,10 +538,7 @@ async fn hold_timer_graceful_restart_and_sigterm() -> Result<()> {
         })
         .await?;
     ensure!(hops_are(&rs, &host, &[n0]), "{rs:?}");
-    lab.start_speaker(
-        0,
-        &["--bgp-graceful-restart", "--bgp-graceful-restart-time=60"],
-    )?;
+    lab.start_speaker(0, &gr)?;
     gobgp
         .wait_routes("fresh after End-of-RIB", WAIT, |rs| {
             let r = routers::routes_for(rs, &host);
@@ -539,25 +553,13 @@ async fn hold_timer_graceful_restart_and_sigterm() -> Result<()> {
             routers::routes_for(rs, &host).is_empty()
         })
         .await?;
-    let log = std::fs::read_to_string(&lab.nodes[0].log).unwrap_or_default();
+    let log = speaker_log(&lab, 0);
     ensure!(
         log.contains("Sending BGP NOTIFICATION")
             && (log.contains("subcode=2") || log.contains("\"subcode\":2")),
         "Cease/Administrative Shutdown: {}",
         lab.logs()
     );
-
-    // Without graceful restart a killed speaker's routes go with the session.
-    lab.start_speaker(0, &[])?;
-    gobgp
-        .wait_routes("announced again", WAIT, |rs| hops_are(rs, &host, &[n0]))
-        .await?;
-    lab.kill9(0).await?;
-    gobgp
-        .wait_routes("gone at once without GR", WAIT, |rs| {
-            routers::routes_for(rs, &host).is_empty()
-        })
-        .await?;
     Ok(())
 }
 
@@ -703,6 +705,26 @@ async fn reload_sends_only_deltas() -> Result<()> {
         updates(&m3)
     );
     Ok(())
+}
+
+/// Node `i`'s speaker log, without terminal colour codes.
+fn speaker_log(lab: &Lab, i: usize) -> String {
+    let raw = std::fs::read_to_string(&lab.nodes[i].log).unwrap_or_default();
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Wait until node 0's speaker runs the config `peers` + `pools` (its sha256 in

@@ -342,8 +342,8 @@ fn pack(out: &mut Vec<Update>, ctx: Ctx, base: Update, slot: Slot, items: Vec<Ip
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipnet::Ipv4Net;
     use crate::config::{AddressRange, Community, Pool};
+    use ipnet::Ipv4Net;
 
     fn pool(name: &str, protocol: Protocol, cidrs: &[&str], ads: Vec<BgpAdvertisement>) -> Pool {
         Pool {
