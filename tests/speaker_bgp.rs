@@ -265,6 +265,9 @@ async fn local_policy_and_node_selectors() -> Result<()> {
     gobgp
         .wait_routes("nothing without a selected node", WAIT, |rs| rs.is_empty())
         .await?;
+    // Never silent: the speakers say why the BGP pool is not announced from their node.
+    lab.wait_event("config", "BGPNotAnnounced", "no BGP peer selects node")
+        .await?;
     let nodes: Api<Node> = Api::all(lab.admin.clone());
     let label = |on: Option<&str>| Patch::Merge(json!({"metadata": {"labels": {"bgp": on}}}));
     nodes

@@ -821,6 +821,163 @@ mod tests {
         assert_eq!(peer_label(&p), "[2001:db8:1::2]:1179");
     }
 
+    fn peer(addr: &str, port: u16) -> Peer {
+        Peer {
+            my_asn: 64500,
+            peer_asn: 64501,
+            peer_address: addr.parse().unwrap(),
+            peer_port: Some(port),
+            hold_time_secs: 90,
+            keepalive_time_secs: None,
+            router_id: None,
+            source_address: None,
+            node_selectors: vec![],
+            password: None,
+            bfd_profile: None,
+            ebgp_multihop: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_address_not_on_this_host_is_named_in_the_error() {
+        let mut p = peer("127.0.0.1", 1);
+        p.source_address = Some("192.0.2.77".parse().unwrap());
+        let err = connect(&p).await.expect_err("must not bind");
+        assert!(
+            err.contains("source-address 192.0.2.77 doesn't exist on this host"),
+            "{err}"
+        );
+    }
+
+    /// Read one whole message from a raw peer socket.
+    async fn read_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> Message {
+        loop {
+            if let Some(n) = codec::frame_len(buf).expect("valid framing from the speaker") {
+                let m = codec::decode(
+                    &buf[..n],
+                    Ctx {
+                        four_octet_as: true,
+                    },
+                )
+                .expect("decodes");
+                buf.drain(..n);
+                return m;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+                .await
+                .expect("the speaker sends within 10 s")
+                .expect("read");
+            assert!(n > 0, "the speaker closed early");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// A raw TCP peer on loopback: the session opens, the initial table and End-of-RIB
+    /// arrive, a message with a broken marker is answered with NOTIFICATION 1/1 and counted,
+    /// and stopping sends the withdrawal then Cease.
+    #[tokio::test]
+    async fn malformed_messages_get_the_rfc_notification_and_are_counted() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let metrics = BgpMetrics::unregistered();
+        let mut sessions = Sessions::new(
+            Options {
+                node_name: "n1".into(),
+                graceful_restart: None,
+            },
+            metrics.clone(),
+        );
+        let routes = RouteSet::from([(
+            "203.0.113.10/32".parse().unwrap(),
+            advertise::RouteAttrs::default(),
+        )]);
+        sessions.set_routes(routes);
+        sessions.set_peers(&[peer("127.0.0.1", port)]);
+        let (mut s, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+            .await
+            .expect("the speaker connects")
+            .unwrap();
+        let mut buf = Vec::new();
+        let Message::Open(open) = read_msg(&mut s, &mut buf).await else {
+            panic!("OPEN first");
+        };
+        assert_eq!((open.asn(), open.hold_time), (64500, 90));
+        let mut out = Vec::new();
+        let ours = Message::Open(super::super::message::Open {
+            version: 4,
+            my_as: 64501,
+            hold_time: 90,
+            router_id: "192.0.2.1".parse().unwrap(),
+            capabilities: vec![
+                super::super::message::Capability::Multiprotocol { afi: 1, safi: 1 },
+                super::super::message::Capability::FourOctetAs(64501),
+            ],
+        });
+        codec::encode(&ours, Ctx::default(), &mut out);
+        codec::encode(&Message::Keepalive, Ctx::default(), &mut out);
+        s.write_all(&out).await.unwrap();
+        assert_eq!(read_msg(&mut s, &mut buf).await, Message::Keepalive);
+        let Message::Update(u) = read_msg(&mut s, &mut buf).await else {
+            panic!("the table");
+        };
+        assert_eq!(u.nlri, vec!["203.0.113.10/32".parse().unwrap()]);
+        assert_eq!(
+            read_msg(&mut s, &mut buf).await,
+            Message::Update(Update::end_of_rib(AFI_IPV4, SAFI_UNICAST))
+        );
+        let label = format!("127.0.0.1:{port}");
+        assert_eq!(metrics.session_up.with_label_values(&[&label]).get(), 1);
+        // A KEEPALIVE whose marker is broken.
+        let mut bad = vec![0xFFu8; 19];
+        bad[3] = 0;
+        bad[16..19].copy_from_slice(&[0, 19, 4]);
+        s.write_all(&bad).await.unwrap();
+        let Message::Notification(n) = read_msg(&mut s, &mut buf).await else {
+            panic!("a NOTIFICATION");
+        };
+        assert_eq!(
+            (n.code, n.subcode),
+            (code::HEADER, code::HEADER_NOT_SYNCHRONIZED)
+        );
+        assert_eq!(
+            metrics
+                .malformed
+                .with_label_values(&[&label, "bad marker"])
+                .get(),
+            1
+        );
+        // The speaker closes the connection and will reconnect: accept it, open, stop.
+        let (mut s, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+            .await
+            .expect("the speaker reconnects after its back-off")
+            .unwrap();
+        let mut buf = Vec::new();
+        assert!(matches!(read_msg(&mut s, &mut buf).await, Message::Open(_)));
+        s.write_all(&out).await.unwrap();
+        assert_eq!(read_msg(&mut s, &mut buf).await, Message::Keepalive);
+        assert!(matches!(
+            read_msg(&mut s, &mut buf).await,
+            Message::Update(_)
+        ));
+        assert!(matches!(
+            read_msg(&mut s, &mut buf).await,
+            Message::Update(_)
+        ));
+        sessions.set_peers(&[]);
+        let Message::Update(w) = read_msg(&mut s, &mut buf).await else {
+            panic!("the withdrawal");
+        };
+        assert_eq!(w.withdrawn, vec!["203.0.113.10/32".parse().unwrap()]);
+        let Message::Notification(n) = read_msg(&mut s, &mut buf).await else {
+            panic!("Cease");
+        };
+        assert_eq!(
+            (n.code, n.subcode),
+            (code::CEASE, code::CEASE_PEER_DECONFIGURED)
+        );
+    }
+
     #[test]
     fn router_id_falls_back_to_the_crc32_of_the_node_name() {
         let crc = crc32fast::hash(b"node1");
