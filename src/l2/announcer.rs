@@ -123,6 +123,24 @@ impl Owned {
                 }
             }
         }
+        // IPs no longer owned lose their series (no unbounded label set over time).
+        let gone = prev
+            .v4
+            .keys()
+            .filter(|a| !o.v4.contains_key(a))
+            .map(|a| IpAddr::V4(*a))
+            .chain(
+                prev.v6
+                    .keys()
+                    .filter(|a| !o.v6.contains_key(a))
+                    .map(|a| IpAddr::V6(*a)),
+            );
+        for ip in gone {
+            let l = ip.to_string();
+            let _ = m.requests_received.remove_label_values(&[&l]);
+            let _ = m.responses_sent.remove_label_values(&[&l]);
+            let _ = m.gratuitous_sent.remove_label_values(&[&l]);
+        }
         o
     }
 
