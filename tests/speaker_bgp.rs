@@ -460,6 +460,29 @@ async fn md5_ipv6_and_two_byte_as() -> Result<()> {
             .any(|r| r.as_path == [4_200_000_001])
     })
     .await?;
+
+    // What the user must fix is said on the ConfigMap: a source-address not on this host,
+    // and a peer refusing our OPEN (FRR: Bad Peer AS for a wrong my-asn).
+    lab.set_config(
+        &peers(
+            "s3cret-md5",
+            &format!("- {{my-asn: 64500, peer-asn: 64501, peer-address: {g}, source-address: 192.0.2.99, hold-time: 9s}}\n"),
+        )
+        .replace("{my-asn: 64500, peer-asn: 64503", "{my-asn: 64599, peer-asn: 64503"),
+    )
+    .await?;
+    lab.wait_event(
+        "config",
+        "BGPSessionFailed",
+        "source-address 192.0.2.99 doesn't exist on this host",
+    )
+    .await?;
+    lab.wait_event("config", "BGPSessionFailed", "Bad Peer AS")
+        .await?;
+    ensure!(
+        gobgp.session_established(n0).await?,
+        "other sessions stay up"
+    );
     let _ = bird;
     Ok(())
 }

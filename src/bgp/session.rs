@@ -62,6 +62,9 @@ pub struct Options {
     pub node_name: String,
     /// Advertise graceful restart with this restart time (seconds).
     pub graceful_restart: Option<u16>,
+    /// Where a session reports a problem the config or the peer must fix (a source-address
+    /// not on this host, a peer refusing our OPEN), once per distinct message and session.
+    pub problems: Option<mpsc::UnboundedSender<String>>,
 }
 
 /// The label MetalLB gives a peer's metrics: `ip:port`, `[v6]:port`.
@@ -243,6 +246,8 @@ struct Task {
     routes: watch::Receiver<Option<Arc<RouteSet>>>,
     /// Reached Established at least once since this process started (for the GR R bit).
     ever_up: bool,
+    /// Problems already reported.
+    reported: std::collections::BTreeSet<String>,
     /// A writer reported an error.
     write_failed: mpsc::UnboundedReceiver<()>,
     write_failed_tx: mpsc::UnboundedSender<()>,
@@ -287,6 +292,7 @@ async fn run(
         sent: RouteSet::new(),
         routes,
         ever_up: false,
+        reported: Default::default(),
         write_failed: wrx,
         write_failed_tx: wtx,
     };
@@ -321,6 +327,9 @@ async fn run(
                     Ok(stream) => t.connected(stream).await,
                     Err(e) => {
                         warn!(peer = %t.label, error = %e, "BGP connect failed");
+                        if e.starts_with("source-address") || e.contains("TCP-MD5 password is") {
+                            t.problem(format!("BGP peer {}: {e}", t.label));
+                        }
                         t.feed(Input::ConnectFailed).await;
                     }
                 }
@@ -372,6 +381,15 @@ impl Task {
     fn ctx(&self) -> Ctx {
         Ctx {
             four_octet_as: self.fsm.negotiated().is_none_or(|n| n.four_octet_as),
+        }
+    }
+
+    /// Report a problem the user must fix, once per distinct message.
+    fn problem(&mut self, msg: String) {
+        if self.reported.insert(msg.clone())
+            && let Some(tx) = &self.opts.problems
+        {
+            let _ = tx.send(msg);
         }
     }
 
@@ -482,6 +500,13 @@ impl Task {
                     debug!(peer = %self.label, reason = d.reason(), detail = ?d, "BGP session attempt failed");
                     if let Down::Received(n) = &d {
                         warn!(peer = %self.label, code = n.code, subcode = n.subcode, "The peer refused the BGP session with a NOTIFICATION");
+                        if n.code == code::OPEN {
+                            self.problem(format!(
+                                "BGP peer {} refused our OPEN: {} (check my-asn, peer-asn and router-id)",
+                                self.label,
+                                notification_text(n.code, n.subcode)
+                            ));
+                        }
                     }
                 }
                 self.pending();
@@ -718,6 +743,31 @@ async fn write_loop(
     let _ = tokio::time::timeout(WRITE_TIMEOUT, w.shutdown()).await;
 }
 
+/// A NOTIFICATION's code and subcode in words (RFC 4271 §4.5, RFC 4486, RFC 5492).
+pub fn notification_text(c: u8, sub: u8) -> String {
+    let what = match (c, sub) {
+        (code::OPEN, code::OPEN_UNSUPPORTED_VERSION) => "Unsupported Version Number",
+        (code::OPEN, code::OPEN_BAD_PEER_AS) => "Bad Peer AS",
+        (code::OPEN, code::OPEN_BAD_BGP_ID) => "Bad BGP Identifier",
+        (code::OPEN, code::OPEN_UNSUPPORTED_PARAM) => "Unsupported Optional Parameter",
+        (code::OPEN, code::OPEN_UNACCEPTABLE_HOLD_TIME) => "Unacceptable Hold Time",
+        (code::OPEN, code::OPEN_UNSUPPORTED_CAPABILITY) => "Unsupported Capability",
+        (code::OPEN, _) => "OPEN Message Error",
+        (code::HEADER, _) => "Message Header Error",
+        (code::UPDATE, _) => "UPDATE Message Error",
+        (code::HOLD_TIMER_EXPIRED, _) => "Hold Timer Expired",
+        (code::FSM, _) => "Finite State Machine Error",
+        (code::CEASE, code::CEASE_ADMIN_SHUTDOWN) => "Cease: Administrative Shutdown",
+        (code::CEASE, code::CEASE_PEER_DECONFIGURED) => "Cease: Peer De-configured",
+        (code::CEASE, code::CEASE_ADMIN_RESET) => "Cease: Administrative Reset",
+        (code::CEASE, code::CEASE_CONNECTION_REJECTED) => "Cease: Connection Rejected",
+        (code::CEASE, code::CEASE_CONFIG_CHANGE) => "Cease: Other Configuration Change",
+        (code::CEASE, _) => "Cease",
+        _ => "unknown error",
+    };
+    format!("{what} ({c}/{sub})")
+}
+
 /// Open the TCP connection to a peer as MetalLB does (spec §7.1 step 2).
 async fn connect(peer: &Peer) -> Result<TcpStream, String> {
     let remote = SocketAddr::new(peer.peer_address, peer.port());
@@ -885,6 +935,7 @@ mod tests {
             Options {
                 node_name: "n1".into(),
                 graceful_restart: None,
+                problems: None,
             },
             metrics.clone(),
         );

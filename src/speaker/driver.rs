@@ -139,6 +139,8 @@ enum Input {
     /// An apiserver probe result when Pods are watched (the watch delivers the Pods).
     Api(bool),
     Live(LiveView),
+    /// A BGP session's problem the config or the peer must fix.
+    BgpProblem(String),
     Shutdown,
 }
 
@@ -301,6 +303,18 @@ impl Args {
             });
         }
 
+        // BGP sessions report what the user must fix; it reaches the loop as an input.
+        let (problems, mut problems_rx) = mpsc::unbounded_channel::<String>();
+        {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(p) = problems_rx.recv().await {
+                    if tx.send(Input::BgpProblem(p)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         let mut state = State {
             me: me.clone(),
             recorder: Recorder::new(client.clone(), COMPONENT, Some(me.clone())),
@@ -346,6 +360,7 @@ impl Args {
                     graceful_restart: self
                         .bgp_graceful_restart
                         .then_some(self.bgp_graceful_restart_time),
+                    problems: Some(problems),
                 },
                 metrics.bgp.clone(),
             ),
@@ -914,6 +929,12 @@ impl State {
                     self.poll_tx.send_modify(|_| {});
                 }
                 self.gossip_view = Some(view);
+            }
+            Input::BgpProblem(msg) => {
+                error!("{msg}");
+                if let Some(r) = self.config_ref.clone() {
+                    self.event(r, Kind::Warning, "BGPSessionFailed", msg);
+                }
             }
             Input::Shutdown => {}
         }
