@@ -30,7 +30,7 @@
 pub mod lease;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -150,14 +150,14 @@ impl Args {
         let client_metrics = ClientMetrics::register(&registry);
         let alloc_metrics = AllocatorMetrics::register(&registry);
         let ready = Arc::new(AtomicBool::new(false));
-        let listener =
-            tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], self.common.port)))
-                .await
-                .with_context(|| format!("binding the metrics port {}", self.common.port))?;
+        let listener = crate::http::bind(std::net::Ipv6Addr::UNSPECIFIED.into(), self.common.port)
+            .with_context(|| format!("binding the metrics port {}", self.common.port))?;
+        let liveness = crate::http::Liveness::new(crate::http::decision_loop().clone(), LIVENESS);
         tokio::spawn(crate::http::serve(
             listener,
             registry.clone(),
             ready.clone(),
+            liveness,
         ));
 
         if let Some(name) = &self.ml_secret_name {
@@ -295,6 +295,11 @@ async fn watch_services(client: Client, lb_class: String, tx: mpsc::Sender<Input
     }
 }
 
+/// The loop ticks at least this often when idle (it bumps its heartbeat on every iteration).
+const IDLE_TICK: std::time::Duration = std::time::Duration::from_secs(5);
+/// `/healthz` fails once the loop has not ticked for this long (six idle ticks).
+const LIVENESS: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Services per list page of the initial (re)list.
 const LIST_PAGE: u32 = 100;
 
@@ -371,8 +376,13 @@ struct State {
 impl State {
     async fn run(&mut self, mut rx: mpsc::Receiver<Input>) -> anyhow::Result<()> {
         let mut init: BTreeMap<String, Record> = BTreeMap::new();
+        let heartbeat = crate::http::decision_loop().clone();
+        let mut idle = tokio::time::interval(IDLE_TICK);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            heartbeat.beat();
             let input = tokio::select! {
+                _ = idle.tick() => continue,
                 i = rx.recv() => match i {
                     Some(i) => i,
                     None => break,
