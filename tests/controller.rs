@@ -784,3 +784,127 @@ async fn status_writes_keep_metadata_the_cache_dropped() -> Result<()> {
     assert!(s.metadata.managed_fields.is_some_and(|m| !m.is_empty()));
     ctl.kill().await
 }
+
+/// Every Event in the test namespace about `name` with `reason`.
+async fn events_for(env: &Env, name: &str, reason: &str) -> Result<Vec<Event>> {
+    let list = Api::<Event>::namespaced(env.admin.clone(), &env.ns)
+        .list(&ListParams::default())
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some(reason)
+        })
+        .collect())
+}
+
+/// Wait until the Events about `name` with `reason` satisfy `ok`; returns them.
+async fn wait_events(
+    env: &Env,
+    name: &str,
+    reason: &str,
+    what: &str,
+    ok: impl Fn(&[Event]) -> bool,
+) -> Result<Vec<Event>> {
+    let t = Instant::now();
+    loop {
+        let evs = events_for(env, name, reason).await?;
+        if ok(&evs) {
+            return Ok(evs);
+        }
+        if t.elapsed() > WAIT {
+            let seen: Vec<(Option<i32>, usize)> = evs
+                .iter()
+                .map(|e| (e.count, e.message.as_deref().map_or(0, str::len)))
+                .collect();
+            bail!(
+                "{reason} Events for {name}: wanted {what}; have (count, message bytes) {seen:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// client-go recorder semantics with the controller's own RBAC: the same Warning three times is
+/// one Event with count 3 (a PATCH, which MetalLB's Role grants), an oversize message lands
+/// cut to the apiserver's 1 KiB on a character boundary, and an overlong reporting instance is
+/// cut to 128 characters (before: three Events; the oversize ones refused with a 422).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_counted_and_truncated_as_client_go_does() -> Result<()> {
+    use metallb_rs::k8s::events::{Kind, Recorder, reference};
+    let env = Env::new("ctl-events", MetallbRbac::V0_12_1).await?;
+    let sa = env
+        .cluster
+        .service_account_client(&env.admin, &env.ns, "controller")
+        .await?;
+    env.create(&env.lb("ev", &[])).await?;
+    let obj = reference(&env.services().get("ev").await?);
+
+    let rec = Recorder::new(sa.clone(), "metallb-controller", None);
+    for _ in 0..3 {
+        rec.publish(&obj, Kind::Warning, "Repeated", "the same thing again")
+            .await;
+    }
+    let evs = wait_events(&env, "ev", "Repeated", "one Event with count 3", |evs| {
+        evs.iter().any(|e| e.count == Some(3))
+    })
+    .await?;
+    assert_eq!(evs.len(), 1, "one Event object, not one per occurrence");
+
+    let long_host = "n".repeat(200);
+    let rec = Recorder::new(sa, "metallb-speaker", Some(long_host.clone()));
+    let message = format!("{}{}", "x".repeat(1023), "é".repeat(600));
+    rec.publish(&obj, Kind::Warning, "Oversize", &message).await;
+    let evs = wait_events(&env, "ev", "Oversize", "one Event", |evs| evs.len() == 1).await?;
+    let got = evs[0].message.clone().unwrap_or_default();
+    assert!(got.len() <= 1024, "message of {} bytes", got.len());
+    assert!(
+        message.starts_with(&got) && got.len() >= 1023,
+        "cut, not lost"
+    );
+    assert_eq!(
+        evs[0].reporting_instance.as_deref(),
+        Some(&long_host[..128]),
+        "reportingInstance cut to 128"
+    );
+    Ok(())
+}
+
+/// A Service that cannot get an IP has one AllocationFailed Event however often it is
+/// converged (its count grows); before, each converge created another Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_allocation_failed_event_per_cause() -> Result<()> {
+    let env = Env::new("ctl-evdedup", MetallbRbac::V0_12_1).await?;
+    env.set_config(
+        "address-pools:\n- name: one\n  protocol: layer2\n  addresses: [203.0.113.9/32]\n",
+    )
+    .await?;
+    let ctl = env.controller(&[])?;
+    env.create(&env.lb("has", &[])).await?;
+    assert_eq!(env.wait_ips("has", 1).await?, vec![ip("203.0.113.9")]);
+    env.create(&env.lb("waits", &[])).await?;
+    env.wait_event("waits", "AllocationFailed", "no available IPs")
+        .await?;
+    // Each label change is a watch event, so a converge, so the same failure again.
+    for i in 0..3 {
+        let patch = serde_json::json!({"metadata": {"labels": {"touch": i.to_string()}}});
+        env.services()
+            .patch("waits", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    let evs = wait_events(
+        &env,
+        "waits",
+        "AllocationFailed",
+        "the failure counted again on one Event",
+        |evs| evs.iter().any(|e| e.count.unwrap_or(0) >= 2),
+    )
+    .await?;
+    assert_eq!(
+        evs.len(),
+        1,
+        "one AllocationFailed Event per cause, not per converge"
+    );
+    ctl.kill().await
+}

@@ -209,7 +209,6 @@ impl Args {
             writers: Arc::new(Semaphore::new(WRITERS)),
             written_tx,
             written_rx,
-            event_slots: Arc::new(Semaphore::new(WRITERS)),
             redo: BTreeSet::new(),
             client_metrics,
             alloc_metrics,
@@ -364,8 +363,6 @@ struct State {
     /// Write results.
     written_tx: mpsc::UnboundedSender<Written>,
     written_rx: mpsc::UnboundedReceiver<Written>,
-    /// Bounds concurrent Event writes (separate from status writes, which report back).
-    event_slots: Arc<Semaphore>,
     /// Services to converge again once the current input is handled.
     redo: BTreeSet<String>,
     client_metrics: ClientMetrics,
@@ -528,9 +525,7 @@ impl State {
                         config.pools.len(),
                         config.peers.len()
                     );
-                    self.recorder
-                        .publish(&r, Kind::Normal, "ConfigLoaded", &msg)
-                        .await;
+                    self.recorder.post(&r, Kind::Normal, "ConfigLoaded", &msg);
                 }
                 if self.synced {
                     self.converge_all().await;
@@ -544,9 +539,7 @@ impl State {
                         "config {} rejected, the previous config stays in force: {why}",
                         &sha256[..12.min(sha256.len())]
                     );
-                    self.recorder
-                        .publish(&r, Kind::Warning, why.reason(), &msg)
-                        .await;
+                    self.recorder.post(&r, Kind::Warning, why.reason(), &msg);
                 }
             }
             Reload::Missing => {
@@ -554,9 +547,7 @@ impl State {
                     warn!("The config is gone; keeping the last good one (nothing is released)");
                     if let Some(r) = self.config_ref.clone() {
                         let msg = "the config ConfigMap was deleted: the last good config stays in force and nothing is released; re-create it to change the config";
-                        self.recorder
-                            .publish(&r, Kind::Warning, "ConfigMissing", msg)
-                            .await;
+                        self.recorder.post(&r, Kind::Warning, "ConfigMissing", msg);
                     }
                 } else {
                     warn!("No config yet: MetalLB will not allocate until the ConfigMap exists");
@@ -631,8 +622,7 @@ impl State {
                     Kind::Warning,
                     "LoadBalancerFailed",
                     &format!("invalid requested loadbalancer IPs: {msg}"),
-                )
-                .await;
+                );
                 return;
             }
             Desired::Allocate(req) => req,
@@ -663,7 +653,7 @@ impl State {
                 Some(why) => {
                     self.alloc.unassign(key);
                     info!(service = %key, ips = %quote_ips(&current), why = %why, "Current IP not allowed by config, clearing");
-                    self.event(key, &svc, Kind::Normal, "ClearAssignment", &format!("current IP for {key:?} not allowed by config, will attempt for new IP assignment: {why}")).await;
+                    self.event(key, &svc, Kind::Normal, "ClearAssignment", &format!("current IP for {key:?} not allowed by config, will attempt for new IP assignment: {why}"));
                 }
             }
         }
@@ -681,8 +671,7 @@ impl State {
                             Kind::Normal,
                             "IPAllocated",
                             &format!("Assigned IP {}", quote_ips(&ips)),
-                        )
-                        .await;
+                        );
                         ips
                     }
                     Err(e) => {
@@ -696,8 +685,7 @@ impl State {
                             Kind::Warning,
                             e.reason(),
                             &format!("Failed to allocate IP for {key:?}: {e}"),
-                        )
-                        .await;
+                        );
                         Vec::new()
                     }
                 }
@@ -715,18 +703,11 @@ impl State {
         }
     }
 
-    /// Publish an Event about a Service without holding up the loop.
-    async fn event(&self, key: &str, svc: &Record, kind: Kind, reason: &str, msg: &str) {
-        let Ok(permit) = self.event_slots.clone().acquire_owned().await else {
-            return;
-        };
-        let recorder = self.recorder.clone();
+    /// Queue an Event about a Service (never waits: the recorder writes it in the background).
+    fn event(&self, key: &str, svc: &Record, kind: Kind, reason: &str, msg: &str) {
         let (ns, name) = split_key(key);
-        let (r, reason, msg) = (svc.reference(ns, name), reason.to_string(), msg.to_string());
-        tokio::spawn(async move {
-            recorder.publish(&r, kind, &reason, &msg).await;
-            drop(permit);
-        });
+        self.recorder
+            .post(&svc.reference(ns, name), kind, reason, msg);
     }
 
     /// Write a Service: its status (PUT on the status subresource: RBAC grants `update`, not
