@@ -908,3 +908,151 @@ async fn one_allocation_failed_event_per_cause() -> Result<()> {
     );
     ctl.kill().await
 }
+
+/// A ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1) that denies status writes
+/// giving an ingress to Services labelled `metallb-rs-test/block-status` in `ns`.
+async fn block_status_writes(env: &Env, name: &str) -> Result<()> {
+    use kube::api::DynamicObject;
+    use kube::discovery::ApiResource;
+    let gvk =
+        |kind: &str| kube::api::GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+    let policy: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["UPDATE"], "resources": ["services/status"],
+            }]},
+            "validations": [{
+                "expression": "!('metallb-rs-test/block-status' in object.metadata.?labels.orValue({})) || size(object.status.?loadBalancer.?ingress.orValue([])) == 0",
+                "message": "status writes blocked by the test",
+            }],
+        },
+    }))?;
+    let binding: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.ns}}},
+        },
+    }))?;
+    let pp = PostParams::default();
+    let ar = ApiResource::from_gvk_with_plural(
+        &gvk("ValidatingAdmissionPolicy"),
+        "validatingadmissionpolicies",
+    );
+    Api::<DynamicObject>::all_with(env.admin.clone(), &ar)
+        .create(&pp, &policy)
+        .await?;
+    let ar = ApiResource::from_gvk_with_plural(
+        &gvk("ValidatingAdmissionPolicyBinding"),
+        "validatingadmissionpolicybindings",
+    );
+    Api::<DynamicObject>::all_with(env.admin.clone(), &ar)
+        .create(&pp, &binding)
+        .await?;
+
+    // Effective once a dry-run status write of a labelled probe Service is denied.
+    let mut probe = env.lb("probe", &[]);
+    probe.metadata.labels =
+        Some([("metallb-rs-test/block-status".to_string(), "1".to_string())].into());
+    if let Some(spec) = probe.spec.as_mut() {
+        spec.load_balancer_class = Some("metallb-rs.test/nobody".into());
+    }
+    env.create(&probe).await?;
+    let t = Instant::now();
+    loop {
+        let mut p = env.services().get_status("probe").await?;
+        p.status = Some(serde_json::from_value(
+            serde_json::json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}),
+        )?);
+        let dry = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        match env.services().replace_status("probe", &dry, &p).await {
+            Err(kube::Error::Api(e)) if e.message.contains("blocked by the test") => return Ok(()),
+            _ if t.elapsed() > WAIT => bail!("the admission policy never took effect"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The value of an unlabelled counter in a metrics page.
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A status write the apiserver refuses (here an admission denial; 5xx, a 409 after the
+/// re-reads, a timeout or a reset take the same path) is retried with back-off until it lands,
+/// with no other change to the Service (before: it stayed pending until something else changed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_status_write_is_retried_until_it_lands() -> Result<()> {
+    let env = Env::new("ctl-retry", MetallbRbac::V0_12_1).await?;
+    let policy = format!("block-status-{}", env.ns);
+    block_status_writes(&env, &policy).await?;
+    env.set_config(POOL_A).await?;
+    let ctl = env.controller(&[])?;
+    let mut svc = env.lb("blocked", &[]);
+    svc.metadata.labels =
+        Some([("metallb-rs-test/block-status".to_string(), "1".to_string())].into());
+    env.create(&svc).await?;
+
+    // Positive signal first: the write was refused at least twice (so a retry happened).
+    let t = Instant::now();
+    while counter(
+        &ctl.metrics().await?,
+        "metallb_k8s_client_update_errors_total",
+    ) < 2.0
+    {
+        if t.elapsed() > WAIT {
+            bail!(
+                "the status write was not refused twice; log: {}",
+                ctl.log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(env.ips("blocked").await?.is_empty());
+
+    // Lift the fault without touching the Service: the retry lands.
+    let ar = kube::discovery::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicyBinding",
+        ),
+        "validatingadmissionpolicybindings",
+    );
+    Api::<kube::api::DynamicObject>::all_with(env.admin.clone(), &ar)
+        .delete(&policy, &DeleteParams::default())
+        .await?;
+    let generation = env.services().get("blocked").await?.metadata.generation;
+    // RETRY_MAX (30 s) plus the time the apiserver takes to drop the binding.
+    let t = Instant::now();
+    while env.ips("blocked").await?.is_empty() {
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "the refused status write was never retried; log: {}",
+                ctl.log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(env.ips("blocked").await?, vec![ip("203.0.113.0")]);
+    assert_eq!(
+        env.services().get("blocked").await?.metadata.generation,
+        generation,
+        "no spec change"
+    );
+    ctl.kill().await
+}
