@@ -94,7 +94,8 @@ impl Env {
         .args(extra)
         .env_remove("KUBECONFIG")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        // Logs go to stdout (as MetalLB's); panics and exit errors to stderr: keep both.
+        .stdout(file.try_clone()?)
         .stderr(file)
         .kill_on_drop(true);
         let child = cmd.spawn().context("starting the controller binary")?;
@@ -1055,4 +1056,46 @@ async fn refused_status_write_is_retried_until_it_lands() -> Result<()> {
         "no spec change"
     );
     ctl.kill().await
+}
+
+/// Without `--log-format` the controller logs JSON lines on stdout, as MetalLB's go-kit logger
+/// does (before: plain text on stderr, nothing on stdout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_json_on_stdout_by_default() -> Result<()> {
+    let env = Env::new("ctl-logs", MetallbRbac::V0_12_1).await?;
+    let stdout = env
+        .cluster
+        .dir()
+        .join(format!("controller-{}-stdout.log", env.ns));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_controller"))
+        .args(["--namespace", &env.ns, "--lb-class", &env.class])
+        .args(["--port", &free_port()?.to_string()])
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .env_remove("KUBECONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout)?)
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let t = Instant::now();
+    let line = loop {
+        let text = std::fs::read_to_string(&stdout)?;
+        if let Some(l) = text
+            .lines()
+            .find(|l| l.contains("Starting metallb-rs controller"))
+        {
+            break l.to_string();
+        }
+        if t.elapsed() > WAIT {
+            bail!("no start-up line on stdout within {WAIT:?}:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("not a JSON line: {line}"))?;
+    assert_eq!(v["level"], "INFO", "{line}");
+    child.kill().await?;
+    Ok(())
 }
