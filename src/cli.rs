@@ -73,20 +73,22 @@ impl fmt::Display for LogLevel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
-    #[default]
     Plain,
-    /// One JSON object per line (MetalLB logs JSON).
+    /// One JSON object per line, the default, as MetalLB 0.12 logs (go-kit's JSON logger on
+    /// stdout, internal/logging/logging.go:55).
+    #[default]
     Json,
 }
 
-/// Install the global tracing subscriber. `RUST_LOG`, when set, overrides `level`.
+/// Install the global tracing subscriber, writing to stdout as MetalLB does (either format).
+/// `RUST_LOG`, when set, overrides `level`.
 pub fn init_tracing(level: LogLevel, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.directive()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stdout);
     let _ = match format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -113,6 +115,22 @@ mod tests {
         }
         assert!("verbose".parse::<LogLevel>().is_err());
     }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    /// MetalLB logs JSON unless told otherwise; `--log-format plain` stays available.
+    #[test]
+    fn logs_json_by_default() {
+        use clap::Parser as _;
+        let c = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(c.common.log_format, LogFormat::Json);
+        let c = Cli::try_parse_from(["x", "--log-format", "plain"]).unwrap();
+        assert_eq!(c.common.log_format, LogFormat::Plain);
+    }
 }
 
 /// The flags and env vars both binaries take, as MetalLB 0.9–0.12 defines them (spec §10.2),
@@ -135,8 +153,8 @@ pub struct CommonArgs {
     /// Log level: all, debug, info, warn, error, none.
     #[arg(long = "log-level", default_value = "info")]
     pub log_level: LogLevel,
-    /// Log format.
-    #[arg(long = "log-format", value_enum, default_value = "plain")]
+    /// Log format (JSON by default, as MetalLB; `plain` for people).
+    #[arg(long = "log-format", value_enum, default_value = "json")]
     pub log_format: LogFormat,
     /// Read Endpoints instead of EndpointSlices (the speaker; the controller reads neither).
     /// Go-style `--disable-epslices=true` is accepted.

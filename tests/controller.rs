@@ -94,7 +94,8 @@ impl Env {
         .args(extra)
         .env_remove("KUBECONFIG")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        // Logs go to stdout (as MetalLB's); panics and exit errors to stderr: keep both.
+        .stdout(file.try_clone()?)
         .stderr(file)
         .kill_on_drop(true);
         let child = cmd.spawn().context("starting the controller binary")?;
@@ -783,4 +784,318 @@ async fn status_writes_keep_metadata_the_cache_dropped() -> Result<()> {
     assert_eq!(ann.get("team").map(String::as_str), Some("web"));
     assert!(s.metadata.managed_fields.is_some_and(|m| !m.is_empty()));
     ctl.kill().await
+}
+
+/// Every Event in the test namespace about `name` with `reason`.
+async fn events_for(env: &Env, name: &str, reason: &str) -> Result<Vec<Event>> {
+    let list = Api::<Event>::namespaced(env.admin.clone(), &env.ns)
+        .list(&ListParams::default())
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some(reason)
+        })
+        .collect())
+}
+
+/// Wait until the Events about `name` with `reason` satisfy `ok`; returns them.
+async fn wait_events(
+    env: &Env,
+    name: &str,
+    reason: &str,
+    what: &str,
+    ok: impl Fn(&[Event]) -> bool,
+) -> Result<Vec<Event>> {
+    let t = Instant::now();
+    loop {
+        let evs = events_for(env, name, reason).await?;
+        if ok(&evs) {
+            return Ok(evs);
+        }
+        if t.elapsed() > WAIT {
+            let seen: Vec<(Option<i32>, usize)> = evs
+                .iter()
+                .map(|e| (e.count, e.message.as_deref().map_or(0, str::len)))
+                .collect();
+            bail!(
+                "{reason} Events for {name}: wanted {what}; have (count, message bytes) {seen:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// client-go recorder semantics with the controller's own RBAC: the same Warning three times is
+/// one Event with count 3 (a PATCH, which MetalLB's Role grants), an oversize message lands
+/// cut to the apiserver's 1 KiB on a character boundary, and an overlong reporting instance is
+/// cut to 128 characters (before: three Events; the oversize ones refused with a 422).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_counted_and_truncated_as_client_go_does() -> Result<()> {
+    use metallb_rs::k8s::events::{Kind, Recorder, reference};
+    let env = Env::new("ctl-events", MetallbRbac::V0_12_1).await?;
+    let sa = env
+        .cluster
+        .service_account_client(&env.admin, &env.ns, "controller")
+        .await?;
+    env.create(&env.lb("ev", &[])).await?;
+    let obj = reference(&env.services().get("ev").await?);
+
+    let rec = Recorder::new(sa.clone(), "metallb-controller", None);
+    for _ in 0..3 {
+        rec.publish(&obj, Kind::Warning, "Repeated", "the same thing again")
+            .await;
+    }
+    let evs = wait_events(&env, "ev", "Repeated", "one Event with count 3", |evs| {
+        evs.iter().any(|e| e.count == Some(3))
+    })
+    .await?;
+    assert_eq!(evs.len(), 1, "one Event object, not one per occurrence");
+
+    let long_host = "n".repeat(200);
+    let rec = Recorder::new(sa, "metallb-speaker", Some(long_host.clone()));
+    let message = format!("{}{}", "x".repeat(1023), "é".repeat(600));
+    rec.publish(&obj, Kind::Warning, "Oversize", &message).await;
+    let evs = wait_events(&env, "ev", "Oversize", "one Event", |evs| evs.len() == 1).await?;
+    let got = evs[0].message.clone().unwrap_or_default();
+    assert!(got.len() <= 1024, "message of {} bytes", got.len());
+    assert!(
+        message.starts_with(&got) && got.len() >= 1023,
+        "cut, not lost"
+    );
+    assert_eq!(
+        evs[0].reporting_instance.as_deref(),
+        Some(&long_host[..128]),
+        "reportingInstance cut to 128"
+    );
+    Ok(())
+}
+
+/// A Service that cannot get an IP has one AllocationFailed Event however often it is
+/// converged (its count grows); before, each converge created another Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_allocation_failed_event_per_cause() -> Result<()> {
+    let env = Env::new("ctl-evdedup", MetallbRbac::V0_12_1).await?;
+    env.set_config(
+        "address-pools:\n- name: one\n  protocol: layer2\n  addresses: [203.0.113.9/32]\n",
+    )
+    .await?;
+    let ctl = env.controller(&[])?;
+    env.create(&env.lb("has", &[])).await?;
+    assert_eq!(env.wait_ips("has", 1).await?, vec![ip("203.0.113.9")]);
+    env.create(&env.lb("waits", &[])).await?;
+    env.wait_event("waits", "AllocationFailed", "no available IPs")
+        .await?;
+    // Each label change is a watch event, so a converge, so the same failure again.
+    for i in 0..3 {
+        let patch = serde_json::json!({"metadata": {"labels": {"touch": i.to_string()}}});
+        env.services()
+            .patch("waits", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    let evs = wait_events(
+        &env,
+        "waits",
+        "AllocationFailed",
+        "the failure counted again on one Event",
+        |evs| evs.iter().any(|e| e.count.unwrap_or(0) >= 2),
+    )
+    .await?;
+    assert_eq!(
+        evs.len(),
+        1,
+        "one AllocationFailed Event per cause, not per converge"
+    );
+    ctl.kill().await
+}
+
+/// A ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1) that denies status writes
+/// giving an ingress to Services labelled `metallb-rs-test/block-status` in `ns`.
+async fn block_status_writes(env: &Env, name: &str) -> Result<()> {
+    use kube::api::DynamicObject;
+    use kube::discovery::ApiResource;
+    let gvk =
+        |kind: &str| kube::api::GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+    let policy: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["UPDATE"], "resources": ["services/status"],
+            }]},
+            "validations": [{
+                "expression": "!('metallb-rs-test/block-status' in object.metadata.?labels.orValue({})) || size(object.status.?loadBalancer.?ingress.orValue([])) == 0",
+                "message": "status writes blocked by the test",
+            }],
+        },
+    }))?;
+    let binding: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.ns}}},
+        },
+    }))?;
+    let pp = PostParams::default();
+    let ar = ApiResource::from_gvk_with_plural(
+        &gvk("ValidatingAdmissionPolicy"),
+        "validatingadmissionpolicies",
+    );
+    Api::<DynamicObject>::all_with(env.admin.clone(), &ar)
+        .create(&pp, &policy)
+        .await?;
+    let ar = ApiResource::from_gvk_with_plural(
+        &gvk("ValidatingAdmissionPolicyBinding"),
+        "validatingadmissionpolicybindings",
+    );
+    Api::<DynamicObject>::all_with(env.admin.clone(), &ar)
+        .create(&pp, &binding)
+        .await?;
+
+    // Effective once a dry-run status write of a labelled probe Service is denied.
+    let mut probe = env.lb("probe", &[]);
+    probe.metadata.labels =
+        Some([("metallb-rs-test/block-status".to_string(), "1".to_string())].into());
+    if let Some(spec) = probe.spec.as_mut() {
+        spec.load_balancer_class = Some("metallb-rs.test/nobody".into());
+    }
+    env.create(&probe).await?;
+    let t = Instant::now();
+    loop {
+        let mut p = env.services().get_status("probe").await?;
+        p.status = Some(serde_json::from_value(
+            serde_json::json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}),
+        )?);
+        let dry = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        match env.services().replace_status("probe", &dry, &p).await {
+            Err(kube::Error::Api(e)) if e.message.contains("blocked by the test") => return Ok(()),
+            _ if t.elapsed() > WAIT => bail!("the admission policy never took effect"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The value of an unlabelled counter in a metrics page.
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A status write the apiserver refuses (here an admission denial; 5xx, a 409 after the
+/// re-reads, a timeout or a reset take the same path) is retried with back-off until it lands,
+/// with no other change to the Service (before: it stayed pending until something else changed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_status_write_is_retried_until_it_lands() -> Result<()> {
+    let env = Env::new("ctl-retry", MetallbRbac::V0_12_1).await?;
+    let policy = format!("block-status-{}", env.ns);
+    block_status_writes(&env, &policy).await?;
+    env.set_config(POOL_A).await?;
+    let ctl = env.controller(&[])?;
+    let mut svc = env.lb("blocked", &[]);
+    svc.metadata.labels =
+        Some([("metallb-rs-test/block-status".to_string(), "1".to_string())].into());
+    env.create(&svc).await?;
+
+    // Positive signal first: the write was refused at least twice (so a retry happened).
+    let t = Instant::now();
+    while counter(
+        &ctl.metrics().await?,
+        "metallb_k8s_client_update_errors_total",
+    ) < 2.0
+    {
+        if t.elapsed() > WAIT {
+            bail!(
+                "the status write was not refused twice; log: {}",
+                ctl.log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(env.ips("blocked").await?.is_empty());
+
+    // Lift the fault without touching the Service: the retry lands.
+    let ar = kube::discovery::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicyBinding",
+        ),
+        "validatingadmissionpolicybindings",
+    );
+    Api::<kube::api::DynamicObject>::all_with(env.admin.clone(), &ar)
+        .delete(&policy, &DeleteParams::default())
+        .await?;
+    let generation = env.services().get("blocked").await?.metadata.generation;
+    // RETRY_MAX (30 s) plus the time the apiserver takes to drop the binding.
+    let t = Instant::now();
+    while env.ips("blocked").await?.is_empty() {
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "the refused status write was never retried; log: {}",
+                ctl.log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(env.ips("blocked").await?, vec![ip("203.0.113.0")]);
+    assert_eq!(
+        env.services().get("blocked").await?.metadata.generation,
+        generation,
+        "no spec change"
+    );
+    ctl.kill().await
+}
+
+/// Without `--log-format` the controller logs JSON lines on stdout, as MetalLB's go-kit logger
+/// does (before: plain text on stderr, nothing on stdout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_json_on_stdout_by_default() -> Result<()> {
+    let env = Env::new("ctl-logs", MetallbRbac::V0_12_1).await?;
+    let stdout = env
+        .cluster
+        .dir()
+        .join(format!("controller-{}-stdout.log", env.ns));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_controller"))
+        .args(["--namespace", &env.ns, "--lb-class", &env.class])
+        .args(["--port", &free_port()?.to_string()])
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .env_remove("KUBECONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout)?)
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let t = Instant::now();
+    let line = loop {
+        let text = std::fs::read_to_string(&stdout)?;
+        if let Some(l) = text
+            .lines()
+            .find(|l| l.contains("Starting metallb-rs controller"))
+        {
+            break l.to_string();
+        }
+        if t.elapsed() > WAIT {
+            bail!("no start-up line on stdout within {WAIT:?}:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("not a JSON line: {line}"))?;
+    assert_eq!(v["level"], "INFO", "{line}");
+    child.kill().await?;
+    Ok(())
 }

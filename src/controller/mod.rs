@@ -30,9 +30,10 @@
 pub mod lease;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
@@ -133,6 +134,8 @@ struct Written {
     obj: Option<Box<Record>>,
     /// RBAC refused the pool annotation.
     annotate_forbidden: bool,
+    /// The status write failed (error, denial or timeout): retry with back-off.
+    failed: bool,
 }
 
 impl Args {
@@ -150,14 +153,14 @@ impl Args {
         let client_metrics = ClientMetrics::register(&registry);
         let alloc_metrics = AllocatorMetrics::register(&registry);
         let ready = Arc::new(AtomicBool::new(false));
-        let listener =
-            tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], self.common.port)))
-                .await
-                .with_context(|| format!("binding the metrics port {}", self.common.port))?;
+        let listener = crate::http::bind(std::net::Ipv6Addr::UNSPECIFIED.into(), self.common.port)
+            .with_context(|| format!("binding the metrics port {}", self.common.port))?;
+        let liveness = crate::http::Liveness::new(crate::http::decision_loop().clone(), LIVENESS);
         tokio::spawn(crate::http::serve(
             listener,
             registry.clone(),
             ready.clone(),
+            liveness,
         ));
 
         if let Some(name) = &self.ml_secret_name {
@@ -209,8 +212,9 @@ impl Args {
             writers: Arc::new(Semaphore::new(WRITERS)),
             written_tx,
             written_rx,
-            event_slots: Arc::new(Semaphore::new(WRITERS)),
             redo: BTreeSet::new(),
+            failures: HashMap::new(),
+            retry_at: BTreeSet::new(),
             client_metrics,
             alloc_metrics,
             ready,
@@ -222,7 +226,7 @@ impl Args {
 /// Create the memberlist Secret when absent (MetalLB 0.10+ does this for the speakers).
 async fn ensure_memberlist_secret(client: &Client, ns: &str, name: &str) {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    match api.get_opt(name).await {
+    match timed(api.get_opt(name)).await {
         Ok(Some(_)) => {}
         Ok(None) | Err(_) => {
             let key = match random_hex(64) {
@@ -241,9 +245,9 @@ async fn ensure_memberlist_secret(client: &Client, ns: &str, name: &str) {
                 string_data: Some(BTreeMap::from([("secretkey".to_string(), key)])),
                 ..Default::default()
             };
-            match api.create(&PostParams::default(), &secret).await {
+            match timed(api.create(&PostParams::default(), &secret)).await {
                 Ok(_) => info!(secret = name, "Created the memberlist Secret"),
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(RequestError::Api(kube::Error::Api(e))) if e.code == 409 => {}
                 Err(e) => {
                     warn!(secret = name, error = %e, "Cannot create the memberlist Secret; speakers need it")
                 }
@@ -295,6 +299,58 @@ async fn watch_services(client: Client, lb_class: String, tx: mpsc::Sender<Input
     }
 }
 
+/// The loop ticks at least this often when idle (it bumps its heartbeat on every iteration).
+const IDLE_TICK: Duration = Duration::from_secs(5);
+/// `/healthz` fails once the loop has not ticked for this long (six idle ticks).
+const LIVENESS: Duration = Duration::from_secs(30);
+
+/// Every single apiserver request of the controller (other than watches) must answer within
+/// this time; a stalled one counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Back-off of a failed Service write: from this, doubling per failure…
+const RETRY_MIN: Duration = Duration::from_millis(250);
+/// …up to this (MetalLB's workqueue goes on to 1000 s; a pending Service should not wait that
+/// long once the apiserver is back).
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// A failed apiserver request: its error, or no answer in time.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error("no answer within {REQUEST_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// Run one apiserver request with [`REQUEST_TIMEOUT`].
+async fn timed<T>(f: impl Future<Output = kube::Result<T>>) -> Result<T, RequestError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(r) => r.map_err(RequestError::from),
+        Err(_) => Err(RequestError::Timeout),
+    }
+}
+
+/// The delay before retry number `attempt` (1-based) of a failed write: capped exponential,
+/// with "equal jitter" (uniformly within the upper half) from `seed`, so Services that failed
+/// together do not retry in lockstep. Pure.
+fn retry_delay(attempt: u32, seed: u64) -> Duration {
+    let exp = RETRY_MIN.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let d = exp.min(RETRY_MAX);
+    let half = d / 2;
+    // seed / 2^64 of the half, in whole microseconds.
+    let micros = u64::try_from(half.as_micros()).unwrap_or(u64::MAX);
+    let extra = u64::try_from((u128::from(micros) * u128::from(seed)) >> 64).unwrap_or(0);
+    half + Duration::from_micros(extra)
+}
+
+/// A random-enough seed per (key, attempt) from the process's random hash keys.
+fn jitter_seed(key: &str, attempt: u32) -> u64 {
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default).hash_one((key, attempt))
+}
+
 /// Services per list page of the initial (re)list.
 const LIST_PAGE: u32 = 100;
 
@@ -313,7 +369,7 @@ async fn put_status(
     rec: &Record,
     ips: &[IpAddr],
     lb_class: &str,
-) -> kube::Result<Option<Record>> {
+) -> Result<Option<Record>, RequestError> {
     let pp = PostParams {
         field_manager: Some(field_manager()),
         ..Default::default()
@@ -322,12 +378,12 @@ async fn put_status(
     let mut target = rec.status_body(ns, name, ips);
     let mut attempt = 0;
     loop {
-        match api.replace_status(name, &pp, &target).await {
+        match timed(api.replace_status(name, &pp, &target)).await {
             Ok(updated) => return Ok(Some(Record::new(updated.0, lb_class))),
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(None),
-            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 2 => {
+            Err(RequestError::Api(kube::Error::Api(e))) if e.code == 404 => return Ok(None),
+            Err(RequestError::Api(kube::Error::Api(e))) if e.code == 409 && attempt < 2 => {
                 attempt += 1;
-                let fresh = Record::new(api.get(name).await?.0, lb_class);
+                let fresh = Record::new(timed(api.get(name)).await?.0, lb_class);
                 if fresh.status_is(ips) {
                     return Ok(Some(fresh));
                 }
@@ -359,10 +415,12 @@ struct State {
     /// Write results.
     written_tx: mpsc::UnboundedSender<Written>,
     written_rx: mpsc::UnboundedReceiver<Written>,
-    /// Bounds concurrent Event writes (separate from status writes, which report back).
-    event_slots: Arc<Semaphore>,
     /// Services to converge again once the current input is handled.
     redo: BTreeSet<String>,
+    /// Consecutive failed writes per Service.
+    failures: HashMap<String, u32>,
+    /// Services whose failed write is retried at a time (converged again then).
+    retry_at: BTreeSet<(tokio::time::Instant, String)>,
     client_metrics: ClientMetrics,
     alloc_metrics: AllocatorMetrics,
     ready: Arc<AtomicBool>,
@@ -371,8 +429,23 @@ struct State {
 impl State {
     async fn run(&mut self, mut rx: mpsc::Receiver<Input>) -> anyhow::Result<()> {
         let mut init: BTreeMap<String, Record> = BTreeMap::new();
+        let heartbeat = crate::http::decision_loop().clone();
+        let mut idle = tokio::time::interval(IDLE_TICK);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            heartbeat.beat();
+            let next_retry = self.retry_at.first().map(|(t, _)| *t);
             let input = tokio::select! {
+                _ = idle.tick() => continue,
+                _ = sleep_until_some(next_retry) => {
+                    let now = tokio::time::Instant::now();
+                    while let Some((t, key)) = self.retry_at.first().cloned() && t <= now {
+                        self.retry_at.pop_first();
+                        self.redo.insert(key);
+                    }
+                    self.follow_up().await;
+                    continue;
+                }
                 i = rx.recv() => match i {
                     Some(i) => i,
                     None => break,
@@ -422,6 +495,8 @@ impl State {
                     }
                     SvcEvent::Delete(k) => {
                         self.services.remove(&k);
+                        self.failures.remove(&k);
+                        self.retry_at.retain(|(_, r)| r != &k);
                         if self.alloc.unassign(&k) {
                             debug!(service = %k, "Released the IPs of a deleted Service");
                             self.released = true;
@@ -440,8 +515,21 @@ impl State {
             key,
             obj,
             annotate_forbidden,
+            failed,
         } = w;
         let dirty = self.inflight.remove(&key).unwrap_or(false);
+        if failed && self.services.contains_key(&key) {
+            // Retry until it lands (MetalLB re-queues with its rate limiter, k8s.go:448-450).
+            let n = self.failures.entry(key.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            let delay = retry_delay(*n, jitter_seed(&key, *n));
+            debug!(service = %key, attempt = *n, ?delay, "Retrying the Service write");
+            self.retry_at.retain(|(_, k)| k != &key);
+            self.retry_at
+                .insert((tokio::time::Instant::now() + delay, key.clone()));
+        } else {
+            self.failures.remove(&key);
+        }
         if annotate_forbidden && self.annotate {
             self.annotate = false;
             warn!(
@@ -518,9 +606,7 @@ impl State {
                         config.pools.len(),
                         config.peers.len()
                     );
-                    self.recorder
-                        .publish(&r, Kind::Normal, "ConfigLoaded", &msg)
-                        .await;
+                    self.recorder.post(&r, Kind::Normal, "ConfigLoaded", &msg);
                 }
                 if self.synced {
                     self.converge_all().await;
@@ -534,9 +620,7 @@ impl State {
                         "config {} rejected, the previous config stays in force: {why}",
                         &sha256[..12.min(sha256.len())]
                     );
-                    self.recorder
-                        .publish(&r, Kind::Warning, why.reason(), &msg)
-                        .await;
+                    self.recorder.post(&r, Kind::Warning, why.reason(), &msg);
                 }
             }
             Reload::Missing => {
@@ -544,9 +628,7 @@ impl State {
                     warn!("The config is gone; keeping the last good one (nothing is released)");
                     if let Some(r) = self.config_ref.clone() {
                         let msg = "the config ConfigMap was deleted: the last good config stays in force and nothing is released; re-create it to change the config";
-                        self.recorder
-                            .publish(&r, Kind::Warning, "ConfigMissing", msg)
-                            .await;
+                        self.recorder.post(&r, Kind::Warning, "ConfigMissing", msg);
                     }
                 } else {
                     warn!("No config yet: MetalLB will not allocate until the ConfigMap exists");
@@ -621,8 +703,7 @@ impl State {
                     Kind::Warning,
                     "LoadBalancerFailed",
                     &format!("invalid requested loadbalancer IPs: {msg}"),
-                )
-                .await;
+                );
                 return;
             }
             Desired::Allocate(req) => req,
@@ -653,7 +734,7 @@ impl State {
                 Some(why) => {
                     self.alloc.unassign(key);
                     info!(service = %key, ips = %quote_ips(&current), why = %why, "Current IP not allowed by config, clearing");
-                    self.event(key, &svc, Kind::Normal, "ClearAssignment", &format!("current IP for {key:?} not allowed by config, will attempt for new IP assignment: {why}")).await;
+                    self.event(key, &svc, Kind::Normal, "ClearAssignment", &format!("current IP for {key:?} not allowed by config, will attempt for new IP assignment: {why}"));
                 }
             }
         }
@@ -671,8 +752,7 @@ impl State {
                             Kind::Normal,
                             "IPAllocated",
                             &format!("Assigned IP {}", quote_ips(&ips)),
-                        )
-                        .await;
+                        );
                         ips
                     }
                     Err(e) => {
@@ -686,8 +766,7 @@ impl State {
                             Kind::Warning,
                             e.reason(),
                             &format!("Failed to allocate IP for {key:?}: {e}"),
-                        )
-                        .await;
+                        );
                         Vec::new()
                     }
                 }
@@ -705,18 +784,11 @@ impl State {
         }
     }
 
-    /// Publish an Event about a Service without holding up the loop.
-    async fn event(&self, key: &str, svc: &Record, kind: Kind, reason: &str, msg: &str) {
-        let Ok(permit) = self.event_slots.clone().acquire_owned().await else {
-            return;
-        };
-        let recorder = self.recorder.clone();
+    /// Queue an Event about a Service (never waits: the recorder writes it in the background).
+    fn event(&self, key: &str, svc: &Record, kind: Kind, reason: &str, msg: &str) {
         let (ns, name) = split_key(key);
-        let (r, reason, msg) = (svc.reference(ns, name), reason.to_string(), msg.to_string());
-        tokio::spawn(async move {
-            recorder.publish(&r, kind, &reason, &msg).await;
-            drop(permit);
-        });
+        self.recorder
+            .post(&svc.reference(ns, name), kind, reason, msg);
     }
 
     /// Write a Service: its status (PUT on the status subresource: RBAC grants `update`, not
@@ -759,13 +831,14 @@ impl State {
         );
         tokio::spawn(async move {
             let (_, name) = split_key(&key);
-            let mut annotate_forbidden = false;
+            let (mut annotate_forbidden, mut failed) = (false, false);
             let mut obj = match &ips {
                 Some(ips) => put_status(&api, &key, &svc, ips, &lb_class)
                     .await
                     .unwrap_or_else(|e| {
                         errors.inc();
-                        warn!(service = %key, error = %e, "Cannot write the Service status");
+                        failed = true;
+                        warn!(service = %key, error = %e, "Cannot write the Service status; will retry");
                         None
                     }),
                 None => Some(svc),
@@ -778,9 +851,11 @@ impl State {
                         field_manager: Some(field_manager()),
                         ..Default::default()
                     };
-                    match api.patch(name, &pp, &kube::api::Patch::Merge(&patch)).await {
+                    match timed(api.patch(name, &pp, &kube::api::Patch::Merge(&patch))).await {
                         Ok(o) => obj = Some(Record::new(o.0, &lb_class)),
-                        Err(kube::Error::Api(e)) if e.code == 403 => annotate_forbidden = true,
+                        Err(RequestError::Api(kube::Error::Api(e))) if e.code == 403 => {
+                            annotate_forbidden = true
+                        }
                         Err(e) => {
                             debug!(service = %key, error = %e, "Cannot annotate the Service with its pool")
                         }
@@ -793,6 +868,7 @@ impl State {
                 key,
                 obj: obj.map(Box::new),
                 annotate_forbidden,
+                failed,
             });
         });
     }
@@ -824,6 +900,14 @@ impl State {
     }
 }
 
+/// Sleep until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn sorted(ips: &[IpAddr]) -> BTreeSet<IpAddr> {
     ips.iter().copied().collect()
 }
@@ -832,6 +916,31 @@ fn sorted(ips: &[IpAddr]) -> BTreeSet<IpAddr> {
 mod tests {
     use super::*;
     use clap::Parser as _;
+
+    #[test]
+    fn retry_back_off_doubles_with_jitter_up_to_a_cap() {
+        for seed in [0, 1 << 63, u64::MAX, jitter_seed("ns/a", 3)] {
+            let mut prev_max = Duration::ZERO;
+            for attempt in 1..=40 {
+                let d = retry_delay(attempt, seed);
+                let full = RETRY_MIN
+                    .saturating_mul(1 << (attempt - 1).min(16))
+                    .min(RETRY_MAX);
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "attempt {attempt}: {d:?} of {full:?}"
+                );
+                assert!(full >= prev_max);
+                prev_max = full;
+            }
+            assert_eq!(prev_max, RETRY_MAX);
+        }
+        // Different Services spread out.
+        assert_ne!(
+            retry_delay(5, jitter_seed("ns/a", 5)),
+            retry_delay(5, jitter_seed("ns/b", 5))
+        );
+    }
 
     /// What MetalLB 0.9–0.12 manifests and Helm charts pass, Go-flag style included.
     #[test]

@@ -180,19 +180,22 @@ impl Args {
         let metrics = SpeakerMetrics::register(&registry);
         let ready = Arc::new(AtomicBool::new(false));
         let host: IpAddr = if self.host.is_empty() {
-            IpAddr::from([0, 0, 0, 0])
+            IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED)
         } else {
             self.host
                 .parse()
                 .with_context(|| format!("--host / METALLB_HOST {:?} is not an IP", self.host))?
         };
-        let listener = tokio::net::TcpListener::bind(SocketAddr::new(host, self.common.port))
-            .await
+        let listener = crate::http::bind(host, self.common.port)
             .with_context(|| format!("binding the metrics port {host}:{}", self.common.port))?;
         tokio::spawn(crate::http::serve(
             listener,
             registry.clone(),
             ready.clone(),
+            crate::http::Liveness::new(
+                crate::http::decision_loop().clone(),
+                crate::http::SPEAKER_LIVENESS,
+            ),
         ));
 
         let announcer = Announcer::start(metrics.layer2.clone())
@@ -735,6 +738,7 @@ impl State {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            crate::http::decision_loop().beat();
             tokio::select! {
                 input = rx.recv() => {
                     let Some(input) = input else { break };

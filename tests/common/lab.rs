@@ -248,8 +248,9 @@ impl Lab {
             .arg(kc)
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
+            // Logs go to stdout (as MetalLB's); panics and exit errors to stderr: keep both.
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::OpenOptions::new().append(true).open(&log)?)
             .kill_on_drop(true)
             .spawn()
             .context("starting the controller")?;
@@ -297,7 +298,8 @@ impl Lab {
             .env("METALLB_ML_LABELS", "app=metallb,component=speaker")
             .env("METALLB_ML_SECRET_KEY", format!("secret-{}", self.ns))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // Logs go to stdout (as MetalLB's); panics and exit errors to stderr: keep both.
+            .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
