@@ -625,6 +625,18 @@ impl Task {
                                     .inc();
                                 Input::Received(m)
                             }
+                            // RFC 7606: an UPDATE whose contents are malformed is
+                            // treated as withdrawing what it carried, without a session
+                            // reset. We use nothing a peer sends, so it is counted and
+                            // dropped; the session (and our routes at the router) stay.
+                            Err(e) if e.code == code::UPDATE && self.params.is_some() => {
+                                warn!(peer = %self.label, error = %e, "Malformed UPDATE from the peer ignored (RFC 7606 treat-as-withdraw; we take no routes from peers)");
+                                self.metrics
+                                    .malformed
+                                    .with_label_values(&[&self.label, e.what])
+                                    .inc();
+                                Input::Received(Message::Update(Update::default()))
+                            }
                             Err(e) => self.malformed(e),
                         }
                     }
@@ -924,8 +936,9 @@ mod tests {
     }
 
     /// A raw TCP peer on loopback: the session opens, the initial table and End-of-RIB
-    /// arrive, a message with a broken marker is answered with NOTIFICATION 1/1 and counted,
-    /// and stopping sends the withdrawal then Cease.
+    /// arrive, a malformed UPDATE is counted and ignored (RFC 7606), a message with a broken
+    /// marker is answered with NOTIFICATION 1/1 and counted, and stopping sends the
+    /// withdrawal then Cease.
     #[tokio::test]
     async fn malformed_messages_get_the_rfc_notification_and_are_counted() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -979,6 +992,10 @@ mod tests {
         );
         let label = format!("127.0.0.1:{port}");
         assert_eq!(metrics.session_up.with_label_values(&[&label]).get(), 1);
+        // An UPDATE with ORIGIN 7: counted, ignored (RFC 7606), the session stays.
+        let mut upd = vec![0xFFu8; 16];
+        upd.extend_from_slice(&[0, 27, 2, 0, 0, 0, 4, 0x40, 1, 1, 7]);
+        s.write_all(&upd).await.unwrap();
         // A KEEPALIVE whose marker is broken.
         let mut bad = vec![0xFFu8; 19];
         bad[3] = 0;
