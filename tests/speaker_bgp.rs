@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, ensure};
 use cluster::MetallbRbac;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use lab::{Lab, WAIT, in_ns};
 use routers::{Kind, Neighbor, Route, Router, RouterConfig};
@@ -626,21 +626,21 @@ async fn reload_sends_only_deltas() -> Result<()> {
     ))
     .await?;
     lab.start_all()?;
-    for (name, pool) in [("a1", "p1"), ("a2", "p1"), ("b1", "p2")] {
-        lab.service(name, json!({}), &[0]).await?;
-        let api: Api<Service> = Api::namespaced(lab.admin.clone(), &lab.ns);
-        api.patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {"metallb.universe.tf/address-pool": pool}}}),
-            ),
-        )
-        .await?;
+    // IPs pinned by spec.loadBalancerIP (p1: a1, a2; p2: b1), so no allocation race.
+    let pinned = [
+        ("a1", "203.0.113.145"),
+        ("a2", "203.0.113.146"),
+        ("b1", "203.0.113.153"),
+    ];
+    for (name, ip) in pinned {
+        lab.service(name, json!({"loadBalancerIP": ip}), &[0])
+            .await?;
     }
     let mut ips = Vec::new();
-    for name in ["a1", "a2", "b1"] {
-        ips.push(format!("{}/32", lab.wait_ip(name).await?));
+    for (name, want) in pinned {
+        let got = lab.wait_ip(name).await?;
+        ensure!(got.to_string() == want, "{name}: {got} instead of {want}");
+        ips.push(format!("{want}/32"));
     }
     let n0 = node_addr(&lab, 0);
     gobgp
