@@ -1099,3 +1099,264 @@ async fn logs_json_on_stdout_by_default() -> Result<()> {
     child.kill().await?;
     Ok(())
 }
+
+/// Merge-patch a Service's annotations and `spec.loadBalancerIP` (None: left as is).
+async fn patch_request(
+    env: &Env,
+    name: &str,
+    ann: &[(&str, &str)],
+    lb_ip: Option<&str>,
+) -> Result<()> {
+    let anns: serde_json::Map<String, serde_json::Value> = ann
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    let mut patch = serde_json::json!({"metadata": {"annotations": anns}});
+    if let Some(ip) = lb_ip {
+        patch["spec"] = serde_json::json!({"loadBalancerIP": ip});
+    }
+    env.services()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+const TWO_V4: &str = "203.0.113.1,203.0.113.2";
+
+/// MetalLB 0.12.1 re-asserts the status before it validates the request
+/// (controller/service.go:96 before :114-118): after a restart, an IP held by a Service whose
+/// request has become malformed (both request forms; two IPv4 in the annotation) stays
+/// reserved, so another Service asking for it explicitly is refused. Before: the malformed
+/// Service was skipped, its IP free for the taking, and `b` got `a`'s IP (both statuses held
+/// 203.0.113.0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_ip_stays_reserved_across_restart_when_the_request_turns_invalid() -> Result<()> {
+    let env = Env::new("ctl-inval-rs", MetallbRbac::V0_12_1).await?;
+    env.set_config(POOL_A).await?;
+    let ctl = env.controller(&[])?;
+    env.create(&env.lb("a", &[])).await?;
+    assert_eq!(env.wait_ips("a", 1).await?, vec![ip("203.0.113.0")]);
+    env.create(&env.lb("c", &[])).await?;
+    assert_eq!(env.wait_ips("c", 1).await?, vec![ip("203.0.113.1")]);
+    ctl.kill().await?;
+
+    // While no controller runs, both requests become malformed.
+    patch_request(
+        &env,
+        "a",
+        &[("metallb.universe.tf/loadBalancerIPs", "203.0.113.0")],
+        Some("203.0.113.0"),
+    )
+    .await?;
+    patch_request(
+        &env,
+        "c",
+        &[("metallb.universe.tf/loadBalancerIPs", TWO_V4)],
+        None,
+    )
+    .await?;
+    let ctl = env.controller(&[])?;
+    env.wait_event(
+        "a",
+        "LoadBalancerFailed",
+        "invalid requested loadbalancer IPs: service can not have both metallb.universe.tf/loadBalancerIPs and svc.Spec.LoadBalancerIP",
+    )
+    .await?;
+    env.create(&env.lb(
+        "b",
+        &[("metallb.universe.tf/loadBalancerIPs", "203.0.113.0")],
+    ))
+    .await?;
+    env.create(&env.lb(
+        "d",
+        &[("metallb.universe.tf/loadBalancerIPs", "203.0.113.1")],
+    ))
+    .await?;
+    for (who, holder) in [("b", "a"), ("d", "c")] {
+        let ev = env
+            .wait_event(who, "AllocationFailed", "address also in use by")
+            .await?;
+        assert!(
+            ev.message
+                .unwrap_or_default()
+                .contains(&format!("/{holder}")),
+            "{who} is refused because {holder} holds the IP"
+        );
+    }
+    assert_eq!(env.ips("a").await?, vec![ip("203.0.113.0")]);
+    assert_eq!(env.ips("c").await?, vec![ip("203.0.113.1")]);
+    assert!(env.ips("b").await?.is_empty() && env.ips("d").await?.is_empty());
+    ctl.kill().await
+}
+
+/// A Service holding an IP whose request becomes malformed (two IPv4 in `loadBalancerIPs`)
+/// keeps its IP with a `LoadBalancerFailed` Warning worded as upstream
+/// (controller/service.go:114-118; the error is ipfamily.ForAddresses', ipfamily.go:40-41);
+/// with nothing held the same request is an `AllocationFailed` (service.go:189-191, :136).
+/// Before: the IP was released and the status cleared (a Warning `nolbIPsIPFamily`, no
+/// `LoadBalancerFailed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_ip_survives_a_malformed_request_with_load_balancer_failed() -> Result<()> {
+    let env = Env::new("ctl-inval", MetallbRbac::V0_12_1).await?;
+    env.set_config(POOL_A).await?;
+    let ctl = env.controller(&[])?;
+    env.create(&env.lb("c", &[])).await?;
+    assert_eq!(env.wait_ips("c", 1).await?, vec![ip("203.0.113.0")]);
+    patch_request(
+        &env,
+        "c",
+        &[("metallb.universe.tf/loadBalancerIPs", TWO_V4)],
+        None,
+    )
+    .await?;
+    let ev = env
+        .wait_event("c", "LoadBalancerFailed", "same address family")
+        .await?;
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        ev.message.as_deref(),
+        Some(
+            r#"invalid requested loadbalancer IPs: IPFamilyForAddresses: same address family ["203.0.113.1" "203.0.113.2"]"#
+        )
+    );
+    // The decision that posted the Warning writes nothing: the IP is still held, and reserved.
+    assert_eq!(env.ips("c").await?, vec![ip("203.0.113.0")]);
+    env.create(&env.lb(
+        "e",
+        &[("metallb.universe.tf/loadBalancerIPs", "203.0.113.0")],
+    ))
+    .await?;
+    env.wait_event("e", "AllocationFailed", "address also in use by")
+        .await?;
+    assert_eq!(env.ips("c").await?, vec![ip("203.0.113.0")]);
+    // Nothing held + the same malformed request: AllocationFailed, upstream's words.
+    env.create(&env.lb("f", &[("metallb.universe.tf/loadBalancerIPs", TWO_V4)]))
+        .await?;
+    let ev = env.wait_event("f", "AllocationFailed", "").await?;
+    assert_eq!(
+        ev.message.as_deref(),
+        Some(format!(r#"Failed to allocate IP for "{}/f": IPFamilyForAddresses: same address family ["203.0.113.1" "203.0.113.2"]"#, env.ns).as_str())
+    );
+    ctl.kill().await
+}
+
+/// Event reasons and texts and the config/allocator metrics as MetalLB 0.12.1: no ConfigMap at
+/// start leaves `config_stale_bool` at 0 (internal/k8s/k8s.go:535-545 marks stale only on a
+/// ConfigMap event; the list of an absent one yields none); `services_allocated_total` is
+/// registered, never set, so it has no series; a moved IP logs and posts no `ClearAssignment`
+/// (a 0.13 reason); `AllocationFailed`'s text is service.go:136's. Before: a
+/// `services_allocated_total{pool="a"} 0` series and a Normal `ClearAssignment` Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_metrics_read_as_metallb_0_12_1() -> Result<()> {
+    let env = Env::new("ctl-texts", MetallbRbac::V0_12_1).await?;
+    let ctl = env.controller(&[])?;
+    ctl.wait_metric("metallb_k8s_client_config_loaded_bool 0")
+        .await?;
+    ctl.wait_metric("metallb_k8s_client_config_stale_bool 0")
+        .await?;
+    env.set_config(POOL_A).await?;
+    ctl.wait_metric("metallb_allocator_addresses_total{pool=\"a\"} 4")
+        .await?;
+    ctl.wait_metric("metallb_k8s_client_config_stale_bool 0")
+        .await?;
+    env.create(&env.lb(
+        "m",
+        &[("metallb.universe.tf/loadBalancerIPs", "203.0.113.2")],
+    ))
+    .await?;
+    assert_eq!(env.wait_ips("m", 1).await?, vec![ip("203.0.113.2")]);
+    patch_request(
+        &env,
+        "m",
+        &[("metallb.universe.tf/loadBalancerIPs", "203.0.113.3")],
+        None,
+    )
+    .await?;
+    // Events are written in order by one writer: once the second IPAllocated is there, a
+    // ClearAssignment posted before it would be too.
+    let ev = env
+        .wait_event("m", "IPAllocated", "Assigned IP [\"203.0.113.3\"]")
+        .await?;
+    assert_eq!(ev.type_.as_deref(), Some("Normal"));
+    assert!(events_for(&env, "m", "ClearAssignment").await?.is_empty());
+    // Moving out of every pool: released, status cleared, AllocationFailed.
+    patch_request(
+        &env,
+        "m",
+        &[("metallb.universe.tf/loadBalancerIPs", "192.0.2.1")],
+        None,
+    )
+    .await?;
+    let ev = env.wait_event("m", "AllocationFailed", "").await?;
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        ev.message.as_deref(),
+        Some(
+            format!(
+                r#"Failed to allocate IP for "{}/m": ["192.0.2.1"] is not allowed in config"#,
+                env.ns
+            )
+            .as_str()
+        )
+    );
+    env.wait_ips("m", 0).await?;
+    assert!(events_for(&env, "m", "ClearAssignment").await?.is_empty());
+    let metrics = ctl.metrics().await?;
+    assert!(
+        !metrics.contains("metallb_allocator_services_allocated_total{"),
+        "a series MetalLB never sets:\n{metrics}"
+    );
+    ctl.kill().await
+}
+
+/// Dual-stack status order as upstream: an allocation lists the pool's CIDRs in config order
+/// (internal/allocator/allocator.go:247-258), a request keeps its own order
+/// (controller/service.go:199-202). Leading-zero IPv4 as MetalLB 0.12.1's Go 1.16 read it:
+/// decimal, in the config and in requests; the status is written canonically. Before: the
+/// config was rejected as invalid (`203.000.113.008` is not an IP address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_order_and_leading_zero_ipv4_as_upstream() -> Result<()> {
+    let env = Env::new("ctl-order", MetallbRbac::V0_12_1).await?;
+    env.set_config("address-pools:\n- name: ds\n  protocol: layer2\n  addresses: ['2001:db8::/126', 203.000.113.008/30]\n- name: z\n  protocol: layer2\n  auto-assign: false\n  addresses: ['198.051.100.000-198.051.100.003']\n").await?;
+    let ctl = env.controller(&[])?;
+    ctl.wait_metric("metallb_k8s_client_config_loaded_bool 1")
+        .await?;
+    let dual = |name: &str, ann: &[(&str, &str)]| {
+        let mut svc = env.lb(name, ann);
+        if let Some(s) = svc.spec.as_mut() {
+            s.ip_family_policy = Some("RequireDualStack".into());
+        }
+        svc
+    };
+    env.create(&dual("auto", &[])).await?;
+    assert_eq!(
+        env.wait_ips("auto", 2).await?,
+        vec![ip("2001:db8::"), ip("203.0.113.8")]
+    );
+    env.create(&dual(
+        "asked",
+        &[(
+            "metallb.universe.tf/loadBalancerIPs",
+            "203.0.113.9,2001:db8::1",
+        )],
+    ))
+    .await?;
+    assert_eq!(
+        env.wait_ips("asked", 2).await?,
+        vec![ip("203.0.113.9"), ip("2001:db8::1")]
+    );
+    env.create(&env.lb(
+        "zeros",
+        &[("metallb.universe.tf/loadBalancerIPs", "198.051.100.002")],
+    ))
+    .await?;
+    assert_eq!(env.wait_ips("zeros", 1).await?, vec![ip("198.51.100.2")]);
+    let raw = env.services().get_status("zeros").await?;
+    let written = raw
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|l| l.ingress)
+        .and_then(|i| i.first().and_then(|e| e.ip.clone()));
+    assert_eq!(written.as_deref(), Some("198.51.100.2"));
+    ctl.kill().await
+}

@@ -11,7 +11,8 @@
 //! ```
 //!
 //! One task owns the allocator and makes every decision, so there is no lock and no race on
-//! the allocation state. It keeps each Service as a compact [`Record`] (what the decisions need
+//! the allocation state. The decision for one Service is the pure [`decide::decide`] (MetalLB's
+//! §5.1 table, tested by value); the loop only runs the actions it returns. It keeps each Service as a compact [`Record`] (what the decisions need
 //! and what a status write must send back), never as a whole object: Services are parsed as
 //! [`LeanService`] (no managed fields) and reduced in the watch task, and status PUT bodies are
 //! built from the record. Writes (status PUTs, the optional pool annotation, Events) run as
@@ -27,6 +28,7 @@
 //! `services/status` update, core/v1 events, configmaps get/list/watch in its namespace).
 //! Status is written with PUT (`update`), not PATCH, because those roles grant only `update`.
 
+pub mod decide;
 pub mod lease;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -46,12 +48,13 @@ use prometheus::Registry;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
-use crate::allocator::{Allocator, Family, quote_ips};
+use crate::allocator::Allocator;
 use crate::k8s::events::{Kind, Recorder};
-use crate::k8s::service::{self as svcs, Desired, LeanService, Record};
+use crate::k8s::service::{self as svcs, LeanService, Record};
 use crate::k8s::source;
 use crate::metrics::{AllocatorMetrics, ClientMetrics};
 use crate::reload::{Reload, Reloader};
+use decide::Action;
 
 /// Field manager / Event source of our writes.
 pub const FIELD_MANAGER: &str = "metallb-rs-controller";
@@ -669,7 +672,8 @@ impl State {
             .store(self.synced && self.reload.loaded(), Ordering::Relaxed);
     }
 
-    /// MetalLB's per-Service convergence (spec §5.1).
+    /// MetalLB's per-Service convergence (spec §5.1): [`decide::decide`] makes every
+    /// decision; this only runs its actions (and adds the pool annotation where RBAC allows).
     async fn converge(&mut self, key: &str) {
         let Some(svc) = self.services.get(key).cloned() else {
             return;
@@ -678,109 +682,27 @@ impl State {
             debug!(service = %key, "Not processing, still waiting for config");
             return;
         }
-        let current = svc.ips.to_vec();
-        let req = match &svc.desired {
-            Desired::NotOurs(why) => {
-                let owned = self.alloc.unassign(key);
-                if owned || (!svc.load_balancer && svc.has_status) {
-                    debug!(service = %key, why, "Clearing the status of a Service that is not ours");
-                    self.write(key, &svc, Some(Vec::new()), None).await;
-                }
-                self.released |= owned;
-                return;
-            }
-            Desired::NoClusterIp(why) => {
-                if self.alloc.unassign(key) || svc.has_status {
-                    self.write(key, &svc, Some(Vec::new()), None).await;
-                }
-                debug!(service = %key, why, "No cluster IP");
-                return;
-            }
-            Desired::Invalid(msg) => {
-                self.event(
-                    key,
-                    &svc,
-                    Kind::Warning,
-                    "LoadBalancerFailed",
-                    &format!("invalid requested loadbalancer IPs: {msg}"),
-                );
-                return;
-            }
-            Desired::Allocate(req) => req,
-        };
-
-        let mut keep: Option<Vec<IpAddr>> = None;
-        if !current.is_empty() {
-            let fits_family = Family::of_ips(&current).ok() == Some(req.family);
-            let clear_reason = if !fits_family {
-                Some("the IP family changed".to_string())
-            } else {
-                match self.alloc.assign(key, &current, req) {
-                    Err(e) => Some(e.to_string()),
-                    Ok(()) => {
-                        let pool = self.alloc.pool_of(current[0]);
-                        if req.pool.is_some() && pool != req.pool.as_deref() {
-                            Some("a different pool was requested".into())
-                        } else if !req.ips.is_empty() && sorted(&req.ips) != sorted(&current) {
-                            Some("a different IP was requested".into())
-                        } else {
-                            None
-                        }
-                    }
-                }
-            };
-            match clear_reason {
-                None => keep = Some(current.clone()),
-                Some(why) => {
-                    self.alloc.unassign(key);
-                    info!(service = %key, ips = %quote_ips(&current), why = %why, "Current IP not allowed by config, clearing");
-                    self.event(key, &svc, Kind::Normal, "ClearAssignment", &format!("current IP for {key:?} not allowed by config, will attempt for new IP assignment: {why}"));
-                }
+        let actions = decide::decide(key, &svc, &mut self.alloc, self.synced);
+        let mut status = None;
+        for a in actions {
+            match a {
+                Action::Event {
+                    kind,
+                    reason,
+                    message,
+                } => self.event(key, &svc, kind, reason, &message),
+                Action::Status(ips) => status = Some(ips),
+                Action::Released => self.released = true,
             }
         }
-        let ips = match keep {
-            Some(ips) => ips,
-            None if !self.synced => return,
-            None => {
-                // Requested IPs, else the requested pool, else auto-assign pools in config order.
-                match self.alloc.allocate(key, req) {
-                    Ok(ips) => {
-                        info!(service = %key, ips = %quote_ips(&ips), "IP allocated");
-                        self.event(
-                            key,
-                            &svc,
-                            Kind::Normal,
-                            "IPAllocated",
-                            &format!("Assigned IP {}", quote_ips(&ips)),
-                        );
-                        ips
-                    }
-                    Err(e) => {
-                        if svc.ips.is_empty() {
-                            // Avoid repeating the same Event on every resync of a waiting Service.
-                            debug!(service = %key, error = %e, "Allocation failed");
-                        }
-                        self.event(
-                            key,
-                            &svc,
-                            Kind::Warning,
-                            e.reason(),
-                            &format!("Failed to allocate IP for {key:?}: {e}"),
-                        );
-                        Vec::new()
-                    }
-                }
-            }
-        };
-        let status_ok = svc.status_is(&ips);
-        let pool = match (self.annotate, ips.is_empty()) {
-            (true, false) => self.alloc.pool_of_service(key).map(str::to_string),
+        let held = self.alloc.ips_of(key).is_some();
+        let pool = match (self.annotate, held) {
+            (true, true) => self.alloc.pool_of_service(key).map(str::to_string),
             _ => None,
         }
         .filter(|p| svc.pool_annotation.as_deref() != Some(p.as_str()));
-        if !status_ok || pool.is_some() {
-            self.write(key, &svc, (!status_ok).then_some(ips), pool)
-                .await;
+        if status.is_some() || pool.is_some() {
+            self.write(key, &svc, status, pool).await;
         }
     }
 
@@ -881,7 +803,6 @@ impl State {
         );
         self.alloc_metrics.addresses_total.reset();
         self.alloc_metrics.addresses_in_use.reset();
-        self.alloc_metrics.services_allocated.reset();
         for s in self.alloc.stats() {
             let l = [s.name.as_str()];
             self.alloc_metrics
@@ -892,10 +813,6 @@ impl State {
                 .addresses_in_use
                 .with_label_values(&l)
                 .set(i64::try_from(s.addresses_in_use).unwrap_or(i64::MAX));
-            self.alloc_metrics
-                .services_allocated
-                .with_label_values(&l)
-                .set(0);
         }
     }
 }
@@ -906,10 +823,6 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
-}
-
-fn sorted(ips: &[IpAddr]) -> BTreeSet<IpAddr> {
-    ips.iter().copied().collect()
 }
 
 #[cfg(test)]
