@@ -73,6 +73,10 @@ impl Env {
     }
 
     fn controller(&self, extra: &[&str]) -> Result<Controller> {
+        self.controller_with_env(extra, &[])
+    }
+
+    fn controller_with_env(&self, extra: &[&str], envs: &[(&str, &str)]) -> Result<Controller> {
         let port = free_port()?;
         let log = self
             .cluster
@@ -92,6 +96,7 @@ impl Env {
         .arg(&self.kubeconfig)
         .args(["--port", &port.to_string()])
         .args(extra)
+        .envs(envs.iter().copied())
         .env_remove("KUBECONFIG")
         .stdin(Stdio::null())
         // Logs go to stdout (as MetalLB's); panics and exit errors to stderr: keep both.
@@ -504,57 +509,8 @@ async fn mounted_file_mode_reloads_on_symlink_swap() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_controllers_one_writer() -> Result<()> {
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
     let env = Env::new("ctl-lease", MetallbRbac::V0_12_1).await?;
-    let pp = PatchParams::apply("test").force();
-    let role = Role {
-        metadata: ObjectMeta {
-            name: Some("leases".into()),
-            ..Default::default()
-        },
-        rules: Some(vec![
-            PolicyRule {
-                api_groups: Some(vec!["coordination.k8s.io".into()]),
-                resources: Some(vec!["leases".into()]),
-                verbs: ["get", "list", "watch", "create", "update", "patch"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                ..Default::default()
-            },
-            // Optional extra: lets the controller write metallb.io/ip-allocated-from-pool.
-            PolicyRule {
-                api_groups: Some(vec!["".into()]),
-                resources: Some(vec!["services".into()]),
-                verbs: vec!["patch".into()],
-                ..Default::default()
-            },
-        ]),
-    };
-    Api::<Role>::namespaced(env.admin.clone(), &env.ns)
-        .patch("leases", &pp, &Patch::Apply(&role))
-        .await?;
-    let rb = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some("leases".into()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "Role".into(),
-            name: "leases".into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: "controller".into(),
-            namespace: Some(env.ns.clone()),
-            ..Default::default()
-        }]),
-    };
-    Api::<RoleBinding>::namespaced(env.admin.clone(), &env.ns)
-        .patch("leases", &pp, &Patch::Apply(&rb))
-        .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await; // let the authorizer see the binding
+    grant_leases(&env).await?;
     env.set_config(POOL_AB).await?;
 
     let first = env.controller(&[])?;
@@ -626,6 +582,62 @@ async fn two_controllers_one_writer() -> Result<()> {
     );
     eprintln!("lease take-over after the leader was killed: {takeover:?}");
     second.kill().await
+}
+
+/// Grant the test's controller ServiceAccount Leases (as our own manifest does) and Service
+/// `patch` (the optional pool annotation).
+async fn grant_leases(env: &Env) -> Result<()> {
+    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+    let pp = PatchParams::apply("test").force();
+    let role = Role {
+        metadata: ObjectMeta {
+            name: Some("leases".into()),
+            ..Default::default()
+        },
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec!["coordination.k8s.io".into()]),
+                resources: Some(vec!["leases".into()]),
+                verbs: ["get", "list", "watch", "create", "update", "patch"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                ..Default::default()
+            },
+            // Optional extra: lets the controller write metallb.io/ip-allocated-from-pool.
+            PolicyRule {
+                api_groups: Some(vec!["".into()]),
+                resources: Some(vec!["services".into()]),
+                verbs: vec!["patch".into()],
+                ..Default::default()
+            },
+        ]),
+    };
+    Api::<Role>::namespaced(env.admin.clone(), &env.ns)
+        .patch("leases", &pp, &Patch::Apply(&role))
+        .await?;
+    let rb = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("leases".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: "leases".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "controller".into(),
+            namespace: Some(env.ns.clone()),
+            ..Default::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(env.admin.clone(), &env.ns)
+        .patch("leases", &pp, &Patch::Apply(&rb))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await; // let the authorizer see the binding
+    Ok(())
 }
 
 /// The field managers that wrote a Service's status subresource.
@@ -1359,4 +1371,149 @@ async fn dual_stack_order_and_leading_zero_ipv4_as_upstream() -> Result<()> {
         .and_then(|i| i.first().and_then(|e| e.ip.clone()));
     assert_eq!(written.as_deref(), Some("198.51.100.2"));
     ctl.kill().await
+}
+
+/// Wait until the controller's log contains `needle`.
+async fn wait_log(ctl: &Controller, needle: &str) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&ctl.log)?;
+        if log.contains(needle) {
+            return Ok(());
+        }
+        if t.elapsed() > WAIT {
+            bail!("no {needle:?} in the log within {WAIT:?}:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const LEASE: &str = "metallb-rs-controller";
+
+fn lease_holder(l: &k8s_openapi::api::coordination::v1::Lease) -> String {
+    l.spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.clone())
+        .unwrap_or_default()
+}
+
+/// Wait until the Lease's holder satisfies `ok`; returns it.
+async fn wait_holder(env: &Env, what: &str, ok: impl Fn(&str) -> bool) -> Result<String> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: Api<Lease> = Api::namespaced(env.admin.clone(), &env.ns);
+    let t = Instant::now();
+    loop {
+        let holder = leases
+            .get_opt(LEASE)
+            .await?
+            .map(|l| lease_holder(&l))
+            .unwrap_or_default();
+        if ok(&holder) {
+            return Ok(holder);
+        }
+        if t.elapsed() > WAIT {
+            bail!("Lease holder {holder:?}: wanted {what} within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Write the Lease as a holder whose wall clock is `skew_secs` off would: a fresh record whose
+/// renewTime is far from ours.
+async fn write_skewed_lease(env: &Env, holder: &str, skew_secs: i64) -> Result<()> {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let at = k8s_openapi::jiff::Timestamp::now()
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(skew_secs))?;
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some(LEASE.into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(8),
+            acquire_time: Some(MicroTime(at)),
+            renew_time: Some(MicroTime(at)),
+            lease_transitions: Some(0),
+            ..Default::default()
+        }),
+    };
+    Api::<Lease>::namespaced(env.admin.clone(), &env.ns)
+        .patch(
+            LEASE,
+            &PatchParams::apply("skewed").force(),
+            &Patch::Apply(&lease),
+        )
+        .await?;
+    Ok(())
+}
+
+/// A follower measures a Lease's expiry from when it observed the Lease change (client-go's
+/// `observedTime`), never from the holder's `renewTime`: a holder whose clock is an hour behind
+/// is not robbed at once, and one whose clock is an hour ahead is taken over once its
+/// renewals stop. Before: the first Lease was taken at once (no "holds the Lease" wait), the
+/// second never (the controller waited for its renewTime an hour ahead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_expiry_counts_from_observation_not_from_a_skewed_renew_time() -> Result<()> {
+    let env = Env::new("ctl-skew", MetallbRbac::V0_12_1).await?;
+    grant_leases(&env).await?;
+    env.set_config(POOL_A).await?;
+    for (holder, skew) in [("behind", -3600), ("ahead", 3600)] {
+        write_skewed_lease(&env, holder, skew).await?;
+        let ctl = env.controller(&[])?;
+        wait_log(&ctl, "Another controller holds the Lease; waiting")
+            .await
+            .with_context(|| format!("the Lease of a holder {skew} s off was not respected"))?;
+        let me = wait_holder(&env, "taken over", |h| h != holder && !h.is_empty()).await?;
+        env.create(&env.lb(holder, &[])).await?;
+        env.wait_ips(holder, 1).await?;
+        assert_eq!(
+            status_writers(&env, holder).await?,
+            BTreeSet::from([format!("metallb-rs-controller/{me}")])
+        );
+        ctl.kill().await?;
+    }
+    Ok(())
+}
+
+/// SIGTERM (a rolling update) makes the leader stop, release the Lease (holderIdentity
+/// cleared, as client-go's ReleaseOnCancel) and exit 0, so the waiting controller takes over
+/// at once, not after the Lease duration (120 s here, far beyond the test's wait). Before:
+/// SIGTERM killed the process (no exit 0) and the Lease kept its holder for its duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_the_lease_for_an_immediate_take_over() -> Result<()> {
+    let env = Env::new("ctl-term", MetallbRbac::V0_12_1).await?;
+    grant_leases(&env).await?;
+    env.set_config(POOL_A).await?;
+    let long = [("METALLB_RS_LEASE_DURATION", "120")];
+    let mut first = env.controller_with_env(&[], &long)?;
+    let first_id = wait_holder(&env, "a holder", |h| !h.is_empty()).await?;
+    let second = env.controller_with_env(&[], &long)?;
+    wait_log(&second, "Another controller holds the Lease; waiting").await?;
+    env.create(&env.lb("t0", &[])).await?;
+    env.wait_ips("t0", 1).await?;
+
+    let pid = first.child.id().context("first controller pid")?;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    assert!(killed.success());
+    let status = tokio::time::timeout(WAIT, first.child.wait())
+        .await
+        .context("the leader did not exit on SIGTERM")??;
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let log = std::fs::read_to_string(&first.log)?;
+    assert!(log.contains("Released the controller Lease"), "{log}");
+    let second_id = wait_holder(&env, "the second controller", |h| {
+        !h.is_empty() && h != first_id
+    })
+    .await?;
+    env.create(&env.lb("t1", &[])).await?;
+    env.wait_ips("t1", 1).await?;
+    assert_eq!(
+        status_writers(&env, "t1").await?,
+        BTreeSet::from([format!("metallb-rs-controller/{second_id}")])
+    );
+    second.kill().await
 }

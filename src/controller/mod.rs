@@ -94,6 +94,15 @@ pub struct Args {
     /// Name of the controller Deployment (0.10+; accepted, used as the Lease name).
     #[arg(long, env = "METALLB_DEPLOYMENT")]
     pub deployment: Option<String>,
+    /// Seconds a controller Lease stays valid without renewal (renewed every quarter of it; a
+    /// leader that cannot renew for three quarters of it stops).
+    #[arg(
+        long = "lease-duration",
+        env = "METALLB_RS_LEASE_DURATION",
+        default_value_t = 8,
+        hide = true
+    )]
+    pub lease_duration: u64,
     /// Do not try to take the controller Lease (run alone, as MetalLB does).
     #[arg(long = "disable-leader-election", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub disable_leader_election: bool,
@@ -169,12 +178,25 @@ impl Args {
         if let Some(name) = &self.ml_secret_name {
             ensure_memberlist_secret(&client, &ns, name).await;
         }
+        // SIGTERM (a rolling update, a drain): stop deciding, let in-flight writes finish
+        // within the grace, release the Lease so the next controller starts at once, exit 0.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        let mut leader = None;
         if !self.disable_leader_election {
             let name = self
                 .deployment
                 .clone()
                 .unwrap_or_else(|| "controller".into());
-            lease::acquire(client.clone(), &ns, &format!("metallb-rs-{name}")).await;
+            let timing = lease::Timing::new(Duration::from_secs(self.lease_duration));
+            let lease_name = format!("metallb-rs-{name}");
+            tokio::select! {
+                l = lease::acquire(client.clone(), &ns, &lease_name, timing) => leader = l,
+                _ = term.recv() => {
+                    info!("Received SIGTERM while waiting for the Lease; exiting");
+                    return Ok(());
+                }
+            }
         }
 
         let (tx, rx) = mpsc::channel(1024);
@@ -218,13 +240,30 @@ impl Args {
             redo: BTreeSet::new(),
             failures: HashMap::new(),
             retry_at: BTreeSet::new(),
+            tasks: tokio::task::JoinSet::new(),
             client_metrics,
             alloc_metrics,
             ready,
         };
-        state.run(rx).await
+        let ended = tokio::select! {
+            r = state.run(rx) => Some(r),
+            _ = term.recv() => None,
+        };
+        if let Some(r) = ended {
+            return r;
+        }
+        info!("Received SIGTERM; stopping");
+        state.drain(SHUTDOWN_GRACE).await;
+        if let Some(l) = leader {
+            l.release().await;
+        }
+        Ok(())
     }
 }
+
+/// On SIGTERM, how long in-flight writes may take before they are abandoned (well within
+/// Kubernetes' default 30 s termination grace).
+const SHUTDOWN_GRACE: Duration = REQUEST_TIMEOUT;
 
 /// Create the memberlist Secret when absent (MetalLB 0.10+ does this for the speakers).
 async fn ensure_memberlist_secret(client: &Client, ns: &str, name: &str) {
@@ -424,6 +463,8 @@ struct State {
     failures: HashMap<String, u32>,
     /// Services whose failed write is retried at a time (converged again then).
     retry_at: BTreeSet<(tokio::time::Instant, String)>,
+    /// The write tasks (finished ones are reaped as their results come in).
+    tasks: tokio::task::JoinSet<()>,
     client_metrics: ClientMetrics,
     alloc_metrics: AllocatorMetrics,
     ready: Arc<AtomicBool>,
@@ -512,8 +553,21 @@ impl State {
         anyhow::bail!("all watches ended")
     }
 
+    /// Stop writing: wait up to `grace` for the writes in flight, then abandon the rest.
+    async fn drain(&mut self, grace: Duration) {
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            warn!(
+                writes = self.tasks.len(),
+                "Abandoning Service writes still in flight"
+            );
+            self.tasks.shutdown().await;
+        }
+    }
+
     /// Record a finished write (cache, flags); what needs converging again goes to `redo`.
     fn apply_written(&mut self, w: Written) {
+        while self.tasks.try_join_next().is_some() {}
         let Written {
             key,
             obj,
@@ -751,7 +805,7 @@ impl State {
             self.client_metrics.update_errors.clone(),
             self.lb_class.clone(),
         );
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let (_, name) = split_key(&key);
             let (mut annotate_forbidden, mut failed) = (false, false);
             let mut obj = match &ips {
