@@ -73,6 +73,10 @@ impl Env {
     }
 
     fn controller(&self, extra: &[&str]) -> Result<Controller> {
+        self.controller_with_env(extra, &[])
+    }
+
+    fn controller_with_env(&self, extra: &[&str], envs: &[(&str, &str)]) -> Result<Controller> {
         let port = free_port()?;
         let log = self
             .cluster
@@ -92,6 +96,7 @@ impl Env {
         .arg(&self.kubeconfig)
         .args(["--port", &port.to_string()])
         .args(extra)
+        .envs(envs.iter().copied())
         .env_remove("KUBECONFIG")
         .stdin(Stdio::null())
         // Logs go to stdout (as MetalLB's); panics and exit errors to stderr: keep both.
@@ -504,57 +509,8 @@ async fn mounted_file_mode_reloads_on_symlink_swap() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_controllers_one_writer() -> Result<()> {
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
     let env = Env::new("ctl-lease", MetallbRbac::V0_12_1).await?;
-    let pp = PatchParams::apply("test").force();
-    let role = Role {
-        metadata: ObjectMeta {
-            name: Some("leases".into()),
-            ..Default::default()
-        },
-        rules: Some(vec![
-            PolicyRule {
-                api_groups: Some(vec!["coordination.k8s.io".into()]),
-                resources: Some(vec!["leases".into()]),
-                verbs: ["get", "list", "watch", "create", "update", "patch"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                ..Default::default()
-            },
-            // Optional extra: lets the controller write metallb.io/ip-allocated-from-pool.
-            PolicyRule {
-                api_groups: Some(vec!["".into()]),
-                resources: Some(vec!["services".into()]),
-                verbs: vec!["patch".into()],
-                ..Default::default()
-            },
-        ]),
-    };
-    Api::<Role>::namespaced(env.admin.clone(), &env.ns)
-        .patch("leases", &pp, &Patch::Apply(&role))
-        .await?;
-    let rb = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some("leases".into()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "Role".into(),
-            name: "leases".into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: "controller".into(),
-            namespace: Some(env.ns.clone()),
-            ..Default::default()
-        }]),
-    };
-    Api::<RoleBinding>::namespaced(env.admin.clone(), &env.ns)
-        .patch("leases", &pp, &Patch::Apply(&rb))
-        .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await; // let the authorizer see the binding
+    grant_leases(&env).await?;
     env.set_config(POOL_AB).await?;
 
     let first = env.controller(&[])?;
@@ -626,6 +582,62 @@ async fn two_controllers_one_writer() -> Result<()> {
     );
     eprintln!("lease take-over after the leader was killed: {takeover:?}");
     second.kill().await
+}
+
+/// Grant the test's controller ServiceAccount Leases (as our own manifest does) and Service
+/// `patch` (the optional pool annotation).
+async fn grant_leases(env: &Env) -> Result<()> {
+    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+    let pp = PatchParams::apply("test").force();
+    let role = Role {
+        metadata: ObjectMeta {
+            name: Some("leases".into()),
+            ..Default::default()
+        },
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec!["coordination.k8s.io".into()]),
+                resources: Some(vec!["leases".into()]),
+                verbs: ["get", "list", "watch", "create", "update", "patch"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                ..Default::default()
+            },
+            // Optional extra: lets the controller write metallb.io/ip-allocated-from-pool.
+            PolicyRule {
+                api_groups: Some(vec!["".into()]),
+                resources: Some(vec!["services".into()]),
+                verbs: vec!["patch".into()],
+                ..Default::default()
+            },
+        ]),
+    };
+    Api::<Role>::namespaced(env.admin.clone(), &env.ns)
+        .patch("leases", &pp, &Patch::Apply(&role))
+        .await?;
+    let rb = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("leases".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: "leases".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "controller".into(),
+            namespace: Some(env.ns.clone()),
+            ..Default::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(env.admin.clone(), &env.ns)
+        .patch("leases", &pp, &Patch::Apply(&rb))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await; // let the authorizer see the binding
+    Ok(())
 }
 
 /// The field managers that wrote a Service's status subresource.
@@ -1098,4 +1110,410 @@ async fn logs_json_on_stdout_by_default() -> Result<()> {
     assert_eq!(v["level"], "INFO", "{line}");
     child.kill().await?;
     Ok(())
+}
+
+/// Merge-patch a Service's annotations and `spec.loadBalancerIP` (None: left as is).
+async fn patch_request(
+    env: &Env,
+    name: &str,
+    ann: &[(&str, &str)],
+    lb_ip: Option<&str>,
+) -> Result<()> {
+    let anns: serde_json::Map<String, serde_json::Value> = ann
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    let mut patch = serde_json::json!({"metadata": {"annotations": anns}});
+    if let Some(ip) = lb_ip {
+        patch["spec"] = serde_json::json!({"loadBalancerIP": ip});
+    }
+    env.services()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+const TWO_V4: &str = "203.0.113.1,203.0.113.2";
+
+/// MetalLB 0.12.1 re-asserts the status before it validates the request
+/// (controller/service.go:96 before :114-118): after a restart, an IP held by a Service whose
+/// request has become malformed (both request forms; two IPv4 in the annotation) stays
+/// reserved, so another Service asking for it explicitly is refused. Before: the malformed
+/// Service was skipped, its IP free for the taking, and `b` got `a`'s IP (both statuses held
+/// 203.0.113.0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_ip_stays_reserved_across_restart_when_the_request_turns_invalid() -> Result<()> {
+    let env = Env::new("ctl-inval-rs", MetallbRbac::V0_12_1).await?;
+    env.set_config(POOL_A).await?;
+    let ctl = env.controller(&[])?;
+    env.create(&env.lb("a", &[])).await?;
+    assert_eq!(env.wait_ips("a", 1).await?, vec![ip("203.0.113.0")]);
+    env.create(&env.lb("c", &[])).await?;
+    assert_eq!(env.wait_ips("c", 1).await?, vec![ip("203.0.113.1")]);
+    ctl.kill().await?;
+
+    // While no controller runs, both requests become malformed.
+    patch_request(
+        &env,
+        "a",
+        &[("metallb.universe.tf/loadBalancerIPs", "203.0.113.0")],
+        Some("203.0.113.0"),
+    )
+    .await?;
+    patch_request(
+        &env,
+        "c",
+        &[("metallb.universe.tf/loadBalancerIPs", TWO_V4)],
+        None,
+    )
+    .await?;
+    let ctl = env.controller(&[])?;
+    env.wait_event(
+        "a",
+        "LoadBalancerFailed",
+        "invalid requested loadbalancer IPs: service can not have both metallb.universe.tf/loadBalancerIPs and svc.Spec.LoadBalancerIP",
+    )
+    .await?;
+    env.create(&env.lb(
+        "b",
+        &[("metallb.universe.tf/loadBalancerIPs", "203.0.113.0")],
+    ))
+    .await?;
+    env.create(&env.lb(
+        "d",
+        &[("metallb.universe.tf/loadBalancerIPs", "203.0.113.1")],
+    ))
+    .await?;
+    for (who, holder) in [("b", "a"), ("d", "c")] {
+        let ev = env
+            .wait_event(who, "AllocationFailed", "address also in use by")
+            .await?;
+        assert!(
+            ev.message
+                .unwrap_or_default()
+                .contains(&format!("/{holder}")),
+            "{who} is refused because {holder} holds the IP"
+        );
+    }
+    assert_eq!(env.ips("a").await?, vec![ip("203.0.113.0")]);
+    assert_eq!(env.ips("c").await?, vec![ip("203.0.113.1")]);
+    assert!(env.ips("b").await?.is_empty() && env.ips("d").await?.is_empty());
+    ctl.kill().await
+}
+
+/// A Service holding an IP whose request becomes malformed (two IPv4 in `loadBalancerIPs`)
+/// keeps its IP with a `LoadBalancerFailed` Warning worded as upstream
+/// (controller/service.go:114-118; the error is ipfamily.ForAddresses', ipfamily.go:40-41);
+/// with nothing held the same request is an `AllocationFailed` (service.go:189-191, :136).
+/// Before: the IP was released and the status cleared (a Warning `nolbIPsIPFamily`, no
+/// `LoadBalancerFailed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_ip_survives_a_malformed_request_with_load_balancer_failed() -> Result<()> {
+    let env = Env::new("ctl-inval", MetallbRbac::V0_12_1).await?;
+    env.set_config(POOL_A).await?;
+    let ctl = env.controller(&[])?;
+    env.create(&env.lb("c", &[])).await?;
+    assert_eq!(env.wait_ips("c", 1).await?, vec![ip("203.0.113.0")]);
+    patch_request(
+        &env,
+        "c",
+        &[("metallb.universe.tf/loadBalancerIPs", TWO_V4)],
+        None,
+    )
+    .await?;
+    let ev = env
+        .wait_event("c", "LoadBalancerFailed", "same address family")
+        .await?;
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        ev.message.as_deref(),
+        Some(
+            r#"invalid requested loadbalancer IPs: IPFamilyForAddresses: same address family ["203.0.113.1" "203.0.113.2"]"#
+        )
+    );
+    // The decision that posted the Warning writes nothing: the IP is still held, and reserved.
+    assert_eq!(env.ips("c").await?, vec![ip("203.0.113.0")]);
+    env.create(&env.lb(
+        "e",
+        &[("metallb.universe.tf/loadBalancerIPs", "203.0.113.0")],
+    ))
+    .await?;
+    env.wait_event("e", "AllocationFailed", "address also in use by")
+        .await?;
+    assert_eq!(env.ips("c").await?, vec![ip("203.0.113.0")]);
+    // Nothing held + the same malformed request: AllocationFailed, upstream's words.
+    env.create(&env.lb("f", &[("metallb.universe.tf/loadBalancerIPs", TWO_V4)]))
+        .await?;
+    let ev = env.wait_event("f", "AllocationFailed", "").await?;
+    assert_eq!(
+        ev.message.as_deref(),
+        Some(format!(r#"Failed to allocate IP for "{}/f": IPFamilyForAddresses: same address family ["203.0.113.1" "203.0.113.2"]"#, env.ns).as_str())
+    );
+    ctl.kill().await
+}
+
+/// Event reasons and texts and the config/allocator metrics as MetalLB 0.12.1: no ConfigMap at
+/// start leaves `config_stale_bool` at 0 (internal/k8s/k8s.go:535-545 marks stale only on a
+/// ConfigMap event; the list of an absent one yields none); `services_allocated_total` is
+/// registered, never set, so it has no series; a moved IP logs and posts no `ClearAssignment`
+/// (a 0.13 reason); `AllocationFailed`'s text is service.go:136's. Before: a
+/// `services_allocated_total{pool="a"} 0` series and a Normal `ClearAssignment` Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_metrics_read_as_metallb_0_12_1() -> Result<()> {
+    let env = Env::new("ctl-texts", MetallbRbac::V0_12_1).await?;
+    let ctl = env.controller(&[])?;
+    ctl.wait_metric("metallb_k8s_client_config_loaded_bool 0")
+        .await?;
+    ctl.wait_metric("metallb_k8s_client_config_stale_bool 0")
+        .await?;
+    env.set_config(POOL_A).await?;
+    ctl.wait_metric("metallb_allocator_addresses_total{pool=\"a\"} 4")
+        .await?;
+    ctl.wait_metric("metallb_k8s_client_config_stale_bool 0")
+        .await?;
+    env.create(&env.lb(
+        "m",
+        &[("metallb.universe.tf/loadBalancerIPs", "203.0.113.2")],
+    ))
+    .await?;
+    assert_eq!(env.wait_ips("m", 1).await?, vec![ip("203.0.113.2")]);
+    patch_request(
+        &env,
+        "m",
+        &[("metallb.universe.tf/loadBalancerIPs", "203.0.113.3")],
+        None,
+    )
+    .await?;
+    // Events are written in order by one writer: once the second IPAllocated is there, a
+    // ClearAssignment posted before it would be too.
+    let ev = env
+        .wait_event("m", "IPAllocated", "Assigned IP [\"203.0.113.3\"]")
+        .await?;
+    assert_eq!(ev.type_.as_deref(), Some("Normal"));
+    assert!(events_for(&env, "m", "ClearAssignment").await?.is_empty());
+    // Moving out of every pool: released, status cleared, AllocationFailed.
+    patch_request(
+        &env,
+        "m",
+        &[("metallb.universe.tf/loadBalancerIPs", "192.0.2.1")],
+        None,
+    )
+    .await?;
+    let ev = env.wait_event("m", "AllocationFailed", "").await?;
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        ev.message.as_deref(),
+        Some(
+            format!(
+                r#"Failed to allocate IP for "{}/m": ["192.0.2.1"] is not allowed in config"#,
+                env.ns
+            )
+            .as_str()
+        )
+    );
+    env.wait_ips("m", 0).await?;
+    assert!(events_for(&env, "m", "ClearAssignment").await?.is_empty());
+    let metrics = ctl.metrics().await?;
+    assert!(
+        !metrics.contains("metallb_allocator_services_allocated_total{"),
+        "a series MetalLB never sets:\n{metrics}"
+    );
+    ctl.kill().await
+}
+
+/// Dual-stack status order as upstream: an allocation lists the pool's CIDRs in config order
+/// (internal/allocator/allocator.go:247-258), a request keeps its own order
+/// (controller/service.go:199-202). Leading-zero IPv4 as MetalLB 0.12.1's Go 1.16 read it:
+/// decimal, in the config and in requests; the status is written canonically. Before: the
+/// config was rejected as invalid (`203.000.113.008` is not an IP address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_order_and_leading_zero_ipv4_as_upstream() -> Result<()> {
+    let env = Env::new("ctl-order", MetallbRbac::V0_12_1).await?;
+    env.set_config("address-pools:\n- name: ds\n  protocol: layer2\n  addresses: ['2001:db8::/126', 203.000.113.008/30]\n- name: z\n  protocol: layer2\n  auto-assign: false\n  addresses: ['198.051.100.000-198.051.100.003']\n").await?;
+    let ctl = env.controller(&[])?;
+    ctl.wait_metric("metallb_k8s_client_config_loaded_bool 1")
+        .await?;
+    let dual = |name: &str, ann: &[(&str, &str)]| {
+        let mut svc = env.lb(name, ann);
+        if let Some(s) = svc.spec.as_mut() {
+            s.ip_family_policy = Some("RequireDualStack".into());
+        }
+        svc
+    };
+    env.create(&dual("auto", &[])).await?;
+    assert_eq!(
+        env.wait_ips("auto", 2).await?,
+        vec![ip("2001:db8::"), ip("203.0.113.8")]
+    );
+    env.create(&dual(
+        "asked",
+        &[(
+            "metallb.universe.tf/loadBalancerIPs",
+            "203.0.113.9,2001:db8::1",
+        )],
+    ))
+    .await?;
+    assert_eq!(
+        env.wait_ips("asked", 2).await?,
+        vec![ip("203.0.113.9"), ip("2001:db8::1")]
+    );
+    env.create(&env.lb(
+        "zeros",
+        &[("metallb.universe.tf/loadBalancerIPs", "198.051.100.002")],
+    ))
+    .await?;
+    assert_eq!(env.wait_ips("zeros", 1).await?, vec![ip("198.51.100.2")]);
+    let raw = env.services().get_status("zeros").await?;
+    let written = raw
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|l| l.ingress)
+        .and_then(|i| i.first().and_then(|e| e.ip.clone()));
+    assert_eq!(written.as_deref(), Some("198.51.100.2"));
+    ctl.kill().await
+}
+
+/// Wait until the controller's log contains `needle`.
+async fn wait_log(ctl: &Controller, needle: &str) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&ctl.log)?;
+        if log.contains(needle) {
+            return Ok(());
+        }
+        if t.elapsed() > WAIT {
+            bail!("no {needle:?} in the log within {WAIT:?}:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const LEASE: &str = "metallb-rs-controller";
+
+fn lease_holder(l: &k8s_openapi::api::coordination::v1::Lease) -> String {
+    l.spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.clone())
+        .unwrap_or_default()
+}
+
+/// Wait until the Lease's holder satisfies `ok`; returns it.
+async fn wait_holder(env: &Env, what: &str, ok: impl Fn(&str) -> bool) -> Result<String> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: Api<Lease> = Api::namespaced(env.admin.clone(), &env.ns);
+    let t = Instant::now();
+    loop {
+        let holder = leases
+            .get_opt(LEASE)
+            .await?
+            .map(|l| lease_holder(&l))
+            .unwrap_or_default();
+        if ok(&holder) {
+            return Ok(holder);
+        }
+        if t.elapsed() > WAIT {
+            bail!("Lease holder {holder:?}: wanted {what} within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Write the Lease as a holder whose wall clock is `skew_secs` off would: a fresh record whose
+/// renewTime is far from ours.
+async fn write_skewed_lease(env: &Env, holder: &str, skew_secs: i64) -> Result<()> {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let at = k8s_openapi::jiff::Timestamp::now()
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(skew_secs))?;
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some(LEASE.into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(8),
+            acquire_time: Some(MicroTime(at)),
+            renew_time: Some(MicroTime(at)),
+            lease_transitions: Some(0),
+            ..Default::default()
+        }),
+    };
+    Api::<Lease>::namespaced(env.admin.clone(), &env.ns)
+        .patch(
+            LEASE,
+            &PatchParams::apply("skewed").force(),
+            &Patch::Apply(&lease),
+        )
+        .await?;
+    Ok(())
+}
+
+/// A follower measures a Lease's expiry from when it observed the Lease change (client-go's
+/// `observedTime`), never from the holder's `renewTime`: a holder whose clock is an hour behind
+/// is not robbed at once, and one whose clock is an hour ahead is taken over once its
+/// renewals stop. Before: the first Lease was taken at once (no "holds the Lease" wait), the
+/// second never (the controller waited for its renewTime an hour ahead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_expiry_counts_from_observation_not_from_a_skewed_renew_time() -> Result<()> {
+    let env = Env::new("ctl-skew", MetallbRbac::V0_12_1).await?;
+    grant_leases(&env).await?;
+    env.set_config(POOL_A).await?;
+    for (holder, skew) in [("behind", -3600), ("ahead", 3600)] {
+        write_skewed_lease(&env, holder, skew).await?;
+        let ctl = env.controller(&[])?;
+        wait_log(&ctl, "Another controller holds the Lease; waiting")
+            .await
+            .with_context(|| format!("the Lease of a holder {skew} s off was not respected"))?;
+        let me = wait_holder(&env, "taken over", |h| h != holder && !h.is_empty()).await?;
+        env.create(&env.lb(holder, &[])).await?;
+        env.wait_ips(holder, 1).await?;
+        assert_eq!(
+            status_writers(&env, holder).await?,
+            BTreeSet::from([format!("metallb-rs-controller/{me}")])
+        );
+        ctl.kill().await?;
+    }
+    Ok(())
+}
+
+/// SIGTERM (a rolling update) makes the leader stop, release the Lease (holderIdentity
+/// cleared, as client-go's ReleaseOnCancel) and exit 0, so the waiting controller takes over
+/// at once, not after the Lease duration (120 s here, far beyond the test's wait). Before:
+/// SIGTERM killed the process (no exit 0) and the Lease kept its holder for its duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_the_lease_for_an_immediate_take_over() -> Result<()> {
+    let env = Env::new("ctl-term", MetallbRbac::V0_12_1).await?;
+    grant_leases(&env).await?;
+    env.set_config(POOL_A).await?;
+    let long = [("METALLB_RS_LEASE_DURATION", "120")];
+    let mut first = env.controller_with_env(&[], &long)?;
+    let first_id = wait_holder(&env, "a holder", |h| !h.is_empty()).await?;
+    let second = env.controller_with_env(&[], &long)?;
+    wait_log(&second, "Another controller holds the Lease; waiting").await?;
+    env.create(&env.lb("t0", &[])).await?;
+    env.wait_ips("t0", 1).await?;
+
+    let pid = first.child.id().context("first controller pid")?;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    assert!(killed.success());
+    let status = tokio::time::timeout(WAIT, first.child.wait())
+        .await
+        .context("the leader did not exit on SIGTERM")??;
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let log = std::fs::read_to_string(&first.log)?;
+    assert!(log.contains("Released the controller Lease"), "{log}");
+    let second_id = wait_holder(&env, "the second controller", |h| {
+        !h.is_empty() && h != first_id
+    })
+    .await?;
+    env.create(&env.lb("t1", &[])).await?;
+    env.wait_ips("t1", 1).await?;
+    assert_eq!(
+        status_writers(&env, "t1").await?,
+        BTreeSet::from([format!("metallb-rs-controller/{second_id}")])
+    );
+    second.kill().await
 }

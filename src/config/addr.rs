@@ -6,23 +6,61 @@
 //! ascending order. A single-address range `a-a` is allowed. Where MetalLB silently produced
 //! an empty pool (reversed or mixed-family ranges) we reject the entry (compat/README.md).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::error::ErrorKind;
 
+/// Parse an IP address as Go 1.16's `net.ParseIP` did (MetalLB 0.12.1 was built with Go 1.16,
+/// `.circleci/config.yml:22` at v0.12.1): IPv4 parts may carry leading zeros and are read as
+/// **decimal** (`010.0.0.1` is 10.0.0.1, never octal), also in an IPv4 tail of an IPv6 address.
+/// Go 1.17 and Rust's parser reject such parts; Kubernetes keeps accepting them the same way
+/// (`netutils.ParseIPSloppy`), so kube-proxy and we read such an address alike.
+pub fn parse_ip(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    if !s.contains(':') {
+        return parse_ipv4_go116(s).map(IpAddr::V4);
+    }
+    // An IPv6 address ending in a dotted IPv4 part: canonicalize that part and retry.
+    let (head, tail) = s.rsplit_once(':')?;
+    if !tail.contains('.') {
+        return None;
+    }
+    let v4 = parse_ipv4_go116(tail)?;
+    format!("{head}:{v4}").parse().ok()
+}
+
+/// Go 1.16 `parseIPv4`: four dot-separated parts of one or more decimal digits, each at most
+/// 255, nothing else.
+fn parse_ipv4_go116(s: &str) -> Option<Ipv4Addr> {
+    let mut out = [0u8; 4];
+    let mut parts = s.split('.');
+    for o in &mut out {
+        let p = parts.next()?;
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let digits = p.trim_start_matches('0');
+        *o = if digits.is_empty() {
+            0
+        } else if digits.len() > 3 {
+            return None;
+        } else {
+            digits.parse().ok()?
+        };
+    }
+    parts.next().is_none().then_some(Ipv4Addr::from(out))
+}
+
 /// Parse one `addresses[]` entry into its CIDRs (ascending, minimal).
 pub fn parse_entry(raw: &str) -> Result<Vec<IpNet>, ErrorKind> {
     if let Some((start, end)) = raw.split_once('-') {
-        let s: IpAddr = start
-            .trim()
-            .parse()
-            .map_err(|_| ErrorKind::InvalidRangeStart(start.to_string()))?;
-        let e: IpAddr = end
-            .trim()
-            .parse()
-            .map_err(|_| ErrorKind::InvalidRangeEnd(end.to_string()))?;
+        let s = parse_ip(start.trim())
+            .ok_or_else(|| ErrorKind::InvalidRangeStart(start.to_string()))?;
+        let e = parse_ip(end.trim()).ok_or_else(|| ErrorKind::InvalidRangeEnd(end.to_string()))?;
         summarize(s, e)
     } else {
         parse_cidr(raw).map(|n| vec![n])
@@ -36,9 +74,8 @@ pub fn parse_cidr(raw: &str) -> Result<IpNet, ErrorKind> {
             "a single address needs a prefix length, e.g. /32".to_string(),
         ));
     };
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| ErrorKind::InvalidAddress(format!("{ip:?} is not an IP address")))?;
+    let ip = parse_ip(ip)
+        .ok_or_else(|| ErrorKind::InvalidAddress(format!("{ip:?} is not an IP address")))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let len: u8 = if !len.is_empty() && len.len() <= 3 && len.bytes().all(|b| b.is_ascii_digit()) {
         len.parse().unwrap_or(u8::MAX)
@@ -159,6 +196,37 @@ mod tests {
         assert_eq!(
             nets(&parse_entry("1.2.3.4-1.2.3.4").unwrap()),
             ["1.2.3.4/32"]
+        );
+    }
+
+    /// Go 1.16 (MetalLB 0.12.1's toolchain) read leading-zero IPv4 parts as decimal.
+    #[test]
+    fn leading_zero_ipv4_parts_are_decimal_as_go_1_16() {
+        let ip = |s: &str| parse_ip(s).map(|i| i.to_string());
+        assert_eq!(ip("010.0.0.1").as_deref(), Some("10.0.0.1"));
+        assert_eq!(ip("192.168.001.010").as_deref(), Some("192.168.1.10"));
+        assert_eq!(ip("0000.0.0.00255").as_deref(), Some("0.0.0.255"));
+        assert_eq!(ip("::ffff:010.0.0.1").as_deref(), Some("::ffff:10.0.0.1"));
+        for bad in [
+            "256.0.0.1",
+            "0256.0.0.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            "1.2.3.+4",
+            "0x1.2.3.4",
+            "1.2.3.4 ",
+            "",
+        ] {
+            assert_eq!(parse_ip(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_cidr("010.020.030.040/024").unwrap().to_string(),
+            "10.20.30.0/24"
+        );
+        assert_eq!(
+            nets(&parse_entry("010.0.0.1-010.0.0.2").unwrap()),
+            ["10.0.0.1/32", "10.0.0.2/32"]
         );
     }
 

@@ -186,10 +186,7 @@ fn parse_peers(raw: &[Spanned<Option<RawPeer>>], bfd: &[BfdProfile]) -> Result<V
 }
 
 fn parse_ip(at: &At, field: &str, s: &SStr) -> Result<IpAddr> {
-    s.value
-        .trim()
-        .parse()
-        .map_err(|_| at.on(field, s, ErrorKind::InvalidIp))
+    super::addr::parse_ip(s.value.trim()).ok_or_else(|| at.on(field, s, ErrorKind::InvalidIp))
 }
 
 /// Parse a Go duration field and truncate it to whole seconds (may be negative).

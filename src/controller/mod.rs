@@ -11,7 +11,8 @@
 //! ```
 //!
 //! One task owns the allocator and makes every decision, so there is no lock and no race on
-//! the allocation state. It keeps each Service as a compact [`Record`] (what the decisions need
+//! the allocation state. The decision for one Service is the pure [`decide::decide`] (MetalLB's
+//! §5.1 table, tested by value); the loop only runs the actions it returns. It keeps each Service as a compact [`Record`] (what the decisions need
 //! and what a status write must send back), never as a whole object: Services are parsed as
 //! [`LeanService`] (no managed fields) and reduced in the watch task, and status PUT bodies are
 //! built from the record. Writes (status PUTs, the optional pool annotation, Events) run as
@@ -27,6 +28,7 @@
 //! `services/status` update, core/v1 events, configmaps get/list/watch in its namespace).
 //! Status is written with PUT (`update`), not PATCH, because those roles grant only `update`.
 
+pub mod decide;
 pub mod lease;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -46,12 +48,13 @@ use prometheus::Registry;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
-use crate::allocator::{Allocator, Family, quote_ips};
+use crate::allocator::Allocator;
 use crate::k8s::events::{Kind, Recorder};
-use crate::k8s::service::{self as svcs, Desired, LeanService, Record};
+use crate::k8s::service::{self as svcs, LeanService, Record};
 use crate::k8s::source;
 use crate::metrics::{AllocatorMetrics, ClientMetrics};
 use crate::reload::{Reload, Reloader};
+use decide::Action;
 
 /// Field manager / Event source of our writes.
 pub const FIELD_MANAGER: &str = "metallb-rs-controller";
@@ -91,6 +94,15 @@ pub struct Args {
     /// Name of the controller Deployment (0.10+; accepted, used as the Lease name).
     #[arg(long, env = "METALLB_DEPLOYMENT")]
     pub deployment: Option<String>,
+    /// Seconds a controller Lease stays valid without renewal (renewed every quarter of it; a
+    /// leader that cannot renew for three quarters of it stops).
+    #[arg(
+        long = "lease-duration",
+        env = "METALLB_RS_LEASE_DURATION",
+        default_value_t = 8,
+        hide = true
+    )]
+    pub lease_duration: u64,
     /// Do not try to take the controller Lease (run alone, as MetalLB does).
     #[arg(long = "disable-leader-election", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub disable_leader_election: bool,
@@ -166,12 +178,25 @@ impl Args {
         if let Some(name) = &self.ml_secret_name {
             ensure_memberlist_secret(&client, &ns, name).await;
         }
+        // SIGTERM (a rolling update, a drain): stop deciding, let in-flight writes finish
+        // within the grace, release the Lease so the next controller starts at once, exit 0.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        let mut leader = None;
         if !self.disable_leader_election {
             let name = self
                 .deployment
                 .clone()
                 .unwrap_or_else(|| "controller".into());
-            lease::acquire(client.clone(), &ns, &format!("metallb-rs-{name}")).await;
+            let timing = lease::Timing::new(Duration::from_secs(self.lease_duration));
+            let lease_name = format!("metallb-rs-{name}");
+            tokio::select! {
+                l = lease::acquire(client.clone(), &ns, &lease_name, timing) => leader = l,
+                _ = term.recv() => {
+                    info!("Received SIGTERM while waiting for the Lease; exiting");
+                    return Ok(());
+                }
+            }
         }
 
         let (tx, rx) = mpsc::channel(1024);
@@ -215,13 +240,30 @@ impl Args {
             redo: BTreeSet::new(),
             failures: HashMap::new(),
             retry_at: BTreeSet::new(),
+            tasks: tokio::task::JoinSet::new(),
             client_metrics,
             alloc_metrics,
             ready,
         };
-        state.run(rx).await
+        let ended = tokio::select! {
+            r = state.run(rx) => Some(r),
+            _ = term.recv() => None,
+        };
+        if let Some(r) = ended {
+            return r;
+        }
+        info!("Received SIGTERM; stopping");
+        state.drain(SHUTDOWN_GRACE).await;
+        if let Some(l) = leader {
+            l.release().await;
+        }
+        Ok(())
     }
 }
+
+/// On SIGTERM, how long in-flight writes may take before they are abandoned (well within
+/// Kubernetes' default 30 s termination grace).
+const SHUTDOWN_GRACE: Duration = REQUEST_TIMEOUT;
 
 /// Create the memberlist Secret when absent (MetalLB 0.10+ does this for the speakers).
 async fn ensure_memberlist_secret(client: &Client, ns: &str, name: &str) {
@@ -421,6 +463,8 @@ struct State {
     failures: HashMap<String, u32>,
     /// Services whose failed write is retried at a time (converged again then).
     retry_at: BTreeSet<(tokio::time::Instant, String)>,
+    /// The write tasks (finished ones are reaped as their results come in).
+    tasks: tokio::task::JoinSet<()>,
     client_metrics: ClientMetrics,
     alloc_metrics: AllocatorMetrics,
     ready: Arc<AtomicBool>,
@@ -509,8 +553,21 @@ impl State {
         anyhow::bail!("all watches ended")
     }
 
+    /// Stop writing: wait up to `grace` for the writes in flight, then abandon the rest.
+    async fn drain(&mut self, grace: Duration) {
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            warn!(
+                writes = self.tasks.len(),
+                "Abandoning Service writes still in flight"
+            );
+            self.tasks.shutdown().await;
+        }
+    }
+
     /// Record a finished write (cache, flags); what needs converging again goes to `redo`.
     fn apply_written(&mut self, w: Written) {
+        while self.tasks.try_join_next().is_some() {}
         let Written {
             key,
             obj,
@@ -669,7 +726,8 @@ impl State {
             .store(self.synced && self.reload.loaded(), Ordering::Relaxed);
     }
 
-    /// MetalLB's per-Service convergence (spec §5.1).
+    /// MetalLB's per-Service convergence (spec §5.1): [`decide::decide`] makes every
+    /// decision; this only runs its actions (and adds the pool annotation where RBAC allows).
     async fn converge(&mut self, key: &str) {
         let Some(svc) = self.services.get(key).cloned() else {
             return;
@@ -678,109 +736,27 @@ impl State {
             debug!(service = %key, "Not processing, still waiting for config");
             return;
         }
-        let current = svc.ips.to_vec();
-        let req = match &svc.desired {
-            Desired::NotOurs(why) => {
-                let owned = self.alloc.unassign(key);
-                if owned || (!svc.load_balancer && svc.has_status) {
-                    debug!(service = %key, why, "Clearing the status of a Service that is not ours");
-                    self.write(key, &svc, Some(Vec::new()), None).await;
-                }
-                self.released |= owned;
-                return;
-            }
-            Desired::NoClusterIp(why) => {
-                if self.alloc.unassign(key) || svc.has_status {
-                    self.write(key, &svc, Some(Vec::new()), None).await;
-                }
-                debug!(service = %key, why, "No cluster IP");
-                return;
-            }
-            Desired::Invalid(msg) => {
-                self.event(
-                    key,
-                    &svc,
-                    Kind::Warning,
-                    "LoadBalancerFailed",
-                    &format!("invalid requested loadbalancer IPs: {msg}"),
-                );
-                return;
-            }
-            Desired::Allocate(req) => req,
-        };
-
-        let mut keep: Option<Vec<IpAddr>> = None;
-        if !current.is_empty() {
-            let fits_family = Family::of_ips(&current).ok() == Some(req.family);
-            let clear_reason = if !fits_family {
-                Some("the IP family changed".to_string())
-            } else {
-                match self.alloc.assign(key, &current, req) {
-                    Err(e) => Some(e.to_string()),
-                    Ok(()) => {
-                        let pool = self.alloc.pool_of(current[0]);
-                        if req.pool.is_some() && pool != req.pool.as_deref() {
-                            Some("a different pool was requested".into())
-                        } else if !req.ips.is_empty() && sorted(&req.ips) != sorted(&current) {
-                            Some("a different IP was requested".into())
-                        } else {
-                            None
-                        }
-                    }
-                }
-            };
-            match clear_reason {
-                None => keep = Some(current.clone()),
-                Some(why) => {
-                    self.alloc.unassign(key);
-                    info!(service = %key, ips = %quote_ips(&current), why = %why, "Current IP not allowed by config, clearing");
-                    self.event(key, &svc, Kind::Normal, "ClearAssignment", &format!("current IP for {key:?} not allowed by config, will attempt for new IP assignment: {why}"));
-                }
+        let actions = decide::decide(key, &svc, &mut self.alloc, self.synced);
+        let mut status = None;
+        for a in actions {
+            match a {
+                Action::Event {
+                    kind,
+                    reason,
+                    message,
+                } => self.event(key, &svc, kind, reason, &message),
+                Action::Status(ips) => status = Some(ips),
+                Action::Released => self.released = true,
             }
         }
-        let ips = match keep {
-            Some(ips) => ips,
-            None if !self.synced => return,
-            None => {
-                // Requested IPs, else the requested pool, else auto-assign pools in config order.
-                match self.alloc.allocate(key, req) {
-                    Ok(ips) => {
-                        info!(service = %key, ips = %quote_ips(&ips), "IP allocated");
-                        self.event(
-                            key,
-                            &svc,
-                            Kind::Normal,
-                            "IPAllocated",
-                            &format!("Assigned IP {}", quote_ips(&ips)),
-                        );
-                        ips
-                    }
-                    Err(e) => {
-                        if svc.ips.is_empty() {
-                            // Avoid repeating the same Event on every resync of a waiting Service.
-                            debug!(service = %key, error = %e, "Allocation failed");
-                        }
-                        self.event(
-                            key,
-                            &svc,
-                            Kind::Warning,
-                            e.reason(),
-                            &format!("Failed to allocate IP for {key:?}: {e}"),
-                        );
-                        Vec::new()
-                    }
-                }
-            }
-        };
-        let status_ok = svc.status_is(&ips);
-        let pool = match (self.annotate, ips.is_empty()) {
-            (true, false) => self.alloc.pool_of_service(key).map(str::to_string),
+        let held = self.alloc.ips_of(key).is_some();
+        let pool = match (self.annotate, held) {
+            (true, true) => self.alloc.pool_of_service(key).map(str::to_string),
             _ => None,
         }
         .filter(|p| svc.pool_annotation.as_deref() != Some(p.as_str()));
-        if !status_ok || pool.is_some() {
-            self.write(key, &svc, (!status_ok).then_some(ips), pool)
-                .await;
+        if status.is_some() || pool.is_some() {
+            self.write(key, &svc, status, pool).await;
         }
     }
 
@@ -829,7 +805,7 @@ impl State {
             self.client_metrics.update_errors.clone(),
             self.lb_class.clone(),
         );
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let (_, name) = split_key(&key);
             let (mut annotate_forbidden, mut failed) = (false, false);
             let mut obj = match &ips {
@@ -881,7 +857,6 @@ impl State {
         );
         self.alloc_metrics.addresses_total.reset();
         self.alloc_metrics.addresses_in_use.reset();
-        self.alloc_metrics.services_allocated.reset();
         for s in self.alloc.stats() {
             let l = [s.name.as_str()];
             self.alloc_metrics
@@ -892,10 +867,6 @@ impl State {
                 .addresses_in_use
                 .with_label_values(&l)
                 .set(i64::try_from(s.addresses_in_use).unwrap_or(i64::MAX));
-            self.alloc_metrics
-                .services_allocated
-                .with_label_values(&l)
-                .set(0);
         }
     }
 }
@@ -906,10 +877,6 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
-}
-
-fn sorted(ips: &[IpAddr]) -> BTreeSet<IpAddr> {
-    ips.iter().copied().collect()
 }
 
 #[cfg(test)]

@@ -26,8 +26,14 @@ pub enum Desired {
     NotOurs(&'static str),
     /// It has no usable cluster IP: release and clear.
     NoClusterIp(String),
-    /// The request is malformed (event `LoadBalancerFailed`).
-    Invalid(String),
+    /// The requested IPs are malformed: `why`, in upstream's words; `request` is the rest of
+    /// the request (family, pool, keys, ports; no IPs), which re-asserting a held IP needs.
+    Invalid {
+        /// Why.
+        why: String,
+        /// The request without its IPs.
+        request: Request,
+    },
     /// Allocate for this request.
     Allocate(Request),
 }
@@ -77,6 +83,12 @@ pub fn class_matches(svc: &Service, lb_class: &str) -> bool {
 }
 
 /// Classify a Service and build its allocation request.
+///
+/// The requested IPs are read as upstream `getDesiredLbIPs` (controller/service.go:218-252 at
+/// v0.12.1): `spec.loadBalancerIP` or the `loadBalancerIPs` annotation, not both; each address
+/// as Go 1.16's `net.ParseIP` (leading-zero IPv4 parts are decimal, see
+/// [`parse_ip`](crate::config::addr::parse_ip)); an annotation list must be one address or
+/// two of different families (`ipfamily.ForAddresses`, internal/ipfamily/ipfamily.go:25-47).
 pub fn desired(svc: &Service, lb_class: &str) -> Desired {
     let Some(spec) = &svc.spec else {
         return Desired::NotOurs("no spec");
@@ -91,33 +103,7 @@ pub fn desired(svc: &Service, lb_class: &str) -> Desired {
         Ok(f) => f,
         Err(e) => return Desired::NoClusterIp(e),
     };
-    let from_spec = spec.load_balancer_ip.as_deref().filter(|s| !s.is_empty());
-    let from_ann = annotation(svc, "loadBalancerIPs").filter(|s| !s.trim().is_empty());
-    let ips: Vec<IpAddr> = match (from_spec, from_ann) {
-        (Some(_), Some(_)) => {
-            return Desired::Invalid(
-                "service can not have both metallb.universe.tf/loadBalancerIPs and svc.Spec.LoadBalancerIP".into(),
-            );
-        }
-        (Some(ip), None) => match ip.trim().parse() {
-            Ok(ip) => vec![ip],
-            Err(_) => return Desired::Invalid(format!("invalid spec.loadBalancerIP {ip:?}")),
-        },
-        (None, Some(list)) => {
-            let parsed: Result<Vec<IpAddr>, _> =
-                list.split(',').map(|s| s.trim().parse()).collect();
-            match parsed {
-                Ok(v) => v,
-                Err(_) => {
-                    return Desired::Invalid(format!(
-                        "invalid metallb.universe.tf/loadBalancerIPs: {list:?}"
-                    ));
-                }
-            }
-        }
-        (None, None) => Vec::new(),
-    };
-    let mut req = Request::new(family).ips(ips);
+    let mut req = Request::new(family);
     if let Some(pool) = annotation(svc, "address-pool").filter(|s| !s.is_empty()) {
         req = req.pool(pool);
     }
@@ -138,7 +124,56 @@ pub fn desired(svc: &Service, lb_class: &str) -> Desired {
         },
         port: u16::try_from(p.port).unwrap_or(0),
     });
-    Desired::Allocate(req.ports(ports))
+    req = req.ports(ports);
+    match requested_ips(spec, svc) {
+        Ok(ips) => Desired::Allocate(req.ips(ips)),
+        Err(why) => Desired::Invalid { why, request: req },
+    }
+}
+
+/// The requested addresses (empty: none), or why the request is malformed, in upstream's
+/// words.
+fn requested_ips(spec: &ServiceSpec, svc: &Service) -> Result<Vec<IpAddr>, String> {
+    use crate::config::addr::parse_ip;
+    let from_spec = spec.load_balancer_ip.as_deref().filter(|s| !s.is_empty());
+    let from_ann = annotation(svc, "loadBalancerIPs").filter(|s| !s.is_empty());
+    match (from_spec, from_ann) {
+        (None, None) => Ok(Vec::new()),
+        (Some(_), Some(_)) => Err(
+            "service can not have both metallb.universe.tf/loadBalancerIPs and svc.Spec.LoadBalancerIP".into(),
+        ),
+        (Some(ip), None) => parse_ip(ip.trim())
+            .map(|ip| vec![ip])
+            .ok_or_else(|| format!("invalid spec.loadBalancerIP {ip:?}")),
+        (None, Some(list)) => {
+            let ips = list
+                .split(',')
+                .map(|s| parse_ip(s.trim()))
+                .collect::<Option<Vec<IpAddr>>>()
+                .ok_or_else(|| format!("invalid metallb.universe.tf/loadBalancerIPs: {list:?}"))?;
+            for_addresses(&ips)?;
+            Ok(ips)
+        }
+    }
+}
+
+/// The family of an address list as upstream `ipfamily.ForAddresses`
+/// (internal/ipfamily/ipfamily.go:25-47 at v0.12.1), with its error texts.
+pub fn for_addresses(ips: &[IpAddr]) -> Result<Family, String> {
+    use crate::allocator::quote_ips;
+    match ips {
+        [a] => Ok(Family::of_ip(*a)),
+        [a, b] if a.is_ipv4() != b.is_ipv4() => Ok(Family::Dual),
+        [_, _] => Err(format!(
+            "IPFamilyForAddresses: same address family {}",
+            quote_ips(ips)
+        )),
+        _ => Err(format!(
+            "IPFamilyForAddresses: invalid ips length {} {}",
+            ips.len(),
+            quote_ips(ips)
+        )),
+    }
 }
 
 /// The IPs in `status.loadBalancer.ingress` (unparsable entries skipped).
@@ -471,9 +506,37 @@ mod tests {
     fn refuses_both_request_forms_and_bad_ips() {
         let mut s = svc(&[("metallb.universe.tf/loadBalancerIPs", "192.0.2.1")]);
         s.spec.as_mut().unwrap().load_balancer_ip = Some("192.0.2.2".into());
-        assert!(matches!(desired(&s, ""), Desired::Invalid(_)));
+        assert!(matches!(desired(&s, ""), Desired::Invalid { .. }));
         let s = svc(&[("metallb.universe.tf/loadBalancerIPs", "192.0.2.1, nope")]);
-        assert!(matches!(desired(&s, ""), Desired::Invalid(_)));
+        assert!(matches!(desired(&s, ""), Desired::Invalid { .. }));
+        // Upstream's ipfamily.ForAddresses errors, word for word.
+        let s = svc(&[("metallb.io/loadBalancerIPs", "192.0.2.1,192.0.2.2")]);
+        let Desired::Invalid { why, request } = desired(&s, "") else {
+            panic!()
+        };
+        assert_eq!(
+            why,
+            r#"IPFamilyForAddresses: same address family ["192.0.2.1" "192.0.2.2"]"#
+        );
+        assert!(request.ips.is_empty() && request.ports.len() == 1);
+        let s = svc(&[(
+            "metallb.io/loadBalancerIPs",
+            "192.0.2.1,2001:db8::1,192.0.2.3",
+        )]);
+        let Desired::Invalid { why, .. } = desired(&s, "") else {
+            panic!()
+        };
+        assert_eq!(
+            why,
+            r#"IPFamilyForAddresses: invalid ips length 3 ["192.0.2.1" "2001:db8::1" "192.0.2.3"]"#
+        );
+        // Leading zeros are decimal (Go 1.16's net.ParseIP).
+        let mut s = svc(&[]);
+        s.spec.as_mut().unwrap().load_balancer_ip = Some("192.000.002.010".into());
+        let Desired::Allocate(r) = desired(&s, "") else {
+            panic!()
+        };
+        assert_eq!(r.ips, vec!["192.0.2.10".parse::<IpAddr>().unwrap()]);
         let s = svc(&[("metallb.io/loadBalancerIPs", "192.0.2.1, 2001:db8::1")]);
         let Desired::Allocate(r) = desired(&s, "") else {
             panic!()
