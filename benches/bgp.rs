@@ -161,6 +161,91 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// Wall-clock now, in nanoseconds since the epoch (to compare with log timestamps).
+fn wall_ns() -> i128 {
+    k8s_openapi::jiff::Timestamp::now().as_nanosecond()
+}
+
+/// The timestamp of a log line, in nanoseconds since the epoch: ours (`2026-…Z` first, after
+/// the ANSI colour codes) or MetalLB's JSON (`"ts":"2026-…Z"`).
+fn line_ns(line: &str) -> Option<i128> {
+    let text = match line.find("\"ts\":\"") {
+        Some(i) => line[i + 6..].split('"').next()?.to_string(),
+        None => {
+            let mut plain = String::new();
+            let mut esc = false;
+            for c in line.chars().take(80) {
+                match (esc, c) {
+                    (false, '\x1b') => esc = true,
+                    (true, 'm') => esc = false,
+                    (true, _) => {}
+                    (false, c) => plain.push(c),
+                }
+            }
+            plain.split_whitespace().next()?.to_string()
+        }
+    };
+    text.parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_nanosecond())
+}
+
+/// For each needle, the time from `since` (wall clock, ns) to the first line of `log` at or
+/// after `since` that contains it.
+fn log_marks(log: &Path, since: i128, needles: &[&str]) -> Vec<Option<Duration>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<(i128, &str)> = text
+        .lines()
+        .filter_map(|l| Some((line_ns(l)?, l)))
+        .filter(|(t, _)| *t >= since)
+        .collect();
+    needles
+        .iter()
+        .map(|n| {
+            lines
+                .iter()
+                .find(|(_, l)| l.contains(n))
+                .map(|(t, _)| Duration::from_nanos(u64::try_from(t - since).unwrap_or(0)))
+        })
+        .collect()
+}
+
+/// Log lines marking the steps from a speaker start (or a ConfigMap edit) to the session:
+/// (label, our message, MetalLB's message).
+const MARKS: [(&str, &str, &str); 4] = [
+    (
+        "process logs its start",
+        "Starting metallb-rs speaker",
+        "MetalLB speaker starting",
+    ),
+    ("config loaded", "Config loaded", "config (re)loaded"),
+    (
+        "session started",
+        "Starting BGP session",
+        "peer configured, starting BGP session",
+    ),
+    (
+        "Established",
+        "BGP session established",
+        "BGP session established",
+    ),
+];
+
+fn marks_text(who: Who, log: &Path, since: i128, from_start: bool, total: Duration) -> String {
+    let needles: Vec<&str> = MARKS
+        .iter()
+        .skip(usize::from(!from_start))
+        .map(|(_, ours, theirs)| if who == Who::Ours { *ours } else { *theirs })
+        .collect();
+    let labels = MARKS.iter().skip(usize::from(!from_start)).map(|m| m.0);
+    let mut parts: Vec<String> = labels
+        .zip(log_marks(log, since, &needles))
+        .map(|(l, d)| format!("{l} +{}", d.map_or("?".into(), ms)))
+        .collect();
+    parts.push(format!("all in the RIB +{}", ms(total)));
+    parts.join(", ")
+}
+
 /// GET /metrics from `addr:port` (the body; large with 10,000 announced series).
 async fn scrape(addr: &str, port: u16) -> Result<String> {
     let mut s = tokio::time::timeout(
@@ -252,6 +337,29 @@ async fn wait_rib_count(r: &Router, n: usize, what: &str) -> Result<()> {
             r.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Wait until the router's neighbour `node` is ACTIVE (listening for it). After a session
+/// ends, GoBGP keeps the neighbour IDLE for a few seconds and closes every connection it
+/// accepts meanwhile ("Closed an accepted connection ... BGP_FSM_IDLE" in its log); a measured
+/// connect starts only once that is over, so the numbers are the speaker's, not GoBGP's
+/// hold-down plus the speaker's reconnect back-off.
+async fn wait_neighbor_active(r: &Router, node: IpAddr) -> Result<Duration> {
+    let t = Instant::now();
+    loop {
+        let text = gobgp(r, &["neighbor", &node.to_string(), "-j"]).await?;
+        let v: serde_json::Value =
+            serde_json::from_str(text.trim()).with_context(|| format!("gobgp neighbor: {text}"))?;
+        let state = &v["state"]["session_state"];
+        if state.as_u64() == Some(3) || state.as_str() == Some("ACTIVE") {
+            return Ok(t.elapsed());
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(60),
+            "neighbour {node} still {state} at the router after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -541,15 +649,33 @@ impl Upstream {
         self.child.as_ref().and_then(|c| c.id())
     }
 
-    /// Error lines in its JSON log (level "error").
-    fn errors(&self) -> Vec<String> {
+    /// Error lines in its JSON log (level "error"), but for Services of other namespaces
+    /// (MetalLB 0.12 does not filter on `loadBalancerClass`: it sees the other lab's Services,
+    /// whose IPs are in no pool of this config, and says so).
+    fn errors(&self, ns: &str) -> Vec<String> {
+        let ours = format!("\"service\":\"{ns}/");
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
             .filter(|l| l.contains("\"level\":\"error\""))
+            .filter(|l| !l.contains("\"service\":\"") || l.contains(&ours))
             .map(|l| l.chars().take(300).collect())
             .collect()
     }
+}
+
+/// Error lines counted by their `msg`.
+fn by_message(lines: &[String]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for l in lines {
+        let msg = l
+            .split("\"msg\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("?");
+        *m.entry(msg.to_string()).or_default() += 1;
+    }
+    m
 }
 
 /// The speaker under test in node 0: ours (through the lab) or MetalLB's.
@@ -577,6 +703,13 @@ impl Speaker<'_> {
         match &self.up {
             None => lab.speaker_pid(0),
             Some(u) => u.pid(),
+        }
+    }
+
+    fn log(&self, lab: &Lab) -> PathBuf {
+        match &self.up {
+            None => lab.nodes[0].log.clone(),
+            Some(u) => u.log.clone(),
         }
     }
 
@@ -785,6 +918,7 @@ async fn endpoints_bench(n: usize, metallb: Option<&Path>) -> Result<Vec<String>
                 .await?;
             let mut up = Upstream::new(&lab, bin, "ep")?;
             up_log = Some(up.log.clone());
+            wait_neighbor_active(&router, n0).await?;
             up.start(&lab)?;
             router
                 .wait_session(n0, true, Duration::from_secs(60))
@@ -795,7 +929,7 @@ async fn endpoints_bench(n: usize, metallb: Option<&Path>) -> Result<Vec<String>
                 "MetalLB announces before any endpoint is ready"
             );
             let mut theirs = endpoint_trials(&lab, &router, &names, &ips).await?;
-            let errors = up.errors();
+            let errors = up.errors(&lab.ns);
             for e in errors.iter().take(5) {
                 eprintln!("[bench] MetalLB error log line: {e}");
             }
@@ -832,6 +966,9 @@ struct Cycles {
     start: Vec<Duration>,
     /// Speaker start → every Service decided (metric), the first cycle, no peer.
     first_sync: Option<Duration>,
+    /// Where the time of the last (a) and (b) went, from the speaker's log.
+    add_marks: Option<String>,
+    start_marks: Option<String>,
     /// Monitor lines / paths seen for one full table (the first add).
     lines_paths: Option<(u64, u64)>,
     /// RSS with all prefixes to one peer (after the last start).
@@ -854,6 +991,7 @@ async fn cycles(
     out: &mut Cycles,
 ) -> Result<()> {
     let who = sp.who;
+    let node: IpAddr = lab.nodes[0].addr.parse()?;
     let range: IpNet = BIG_POOL.parse()?;
     let with_peer = config(&[g], BIG_POOL);
     let without = config(&[], BIG_POOL);
@@ -874,12 +1012,14 @@ async fn cycles(
         ensure!(mon.count() == 0, "{} routes before the peer", mon.count());
 
         // (a) ConfigMap edit adding the peer → all n.
-        let t0 = Instant::now();
+        wait_neighbor_active(router, node).await?;
+        let (t0, w0) = (Instant::now(), wall_ns());
         lab.set_config(&with_peer).await?;
         let at = mon
             .wait_count(n, t0, ROUTES_WAIT, "all prefixes after the peer was added")
             .await?;
         out.add.push(at - t0);
+        out.add_marks = Some(marks_text(who, &sp.log(lab), w0, false, at - t0));
         if out.lines_paths.is_none() {
             out.lines_paths = Some(mon.stats());
         }
@@ -911,12 +1051,14 @@ async fn cycles(
 
         // (b) speaker start with the peer configured → all n.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let t0 = Instant::now();
+        wait_neighbor_active(router, node).await?;
+        let (t0, w0) = (Instant::now(), wall_ns());
         sp.start(lab)?;
         let at = mon
             .wait_count(n, t0, ROUTES_WAIT, "all prefixes after the speaker started")
             .await?;
         out.start.push(at - t0);
+        out.start_marks = Some(marks_text(who, &sp.log(lab), w0, true, at - t0));
         eprintln!(
             "[bench] {} cycle {k}: add {:?}, remove {:?}, SIGTERM {:?}, start {:?}; load {}",
             who.name(),
@@ -925,6 +1067,12 @@ async fn cycles(
             out.sigterm.last(),
             out.start.last(),
             loadavg()
+        );
+        eprintln!(
+            "[bench] {} cycle {k}: (a) {}; (b) {}",
+            who.name(),
+            out.add_marks.as_deref().unwrap_or("?"),
+            out.start_marks.as_deref().unwrap_or("?")
         );
         if k + 1 < repeat {
             // Back to "running, no peer".
@@ -1027,6 +1175,8 @@ async fn three_peers(
 }
 
 struct Big {
+    /// MetalLB's error lines by message.
+    metallb_errors: Option<BTreeMap<String, usize>>,
     ours: Cycles,
     theirs: Option<Result<Cycles>>,
     created: Duration,
@@ -1111,8 +1261,10 @@ async fn big_bench(
             Some(r.map(|()| theirs))
         }
     };
+    let mut metallb_errors = None;
     if let Some(u) = &up {
-        let errors = u.errors();
+        let errors = u.errors(&lab.ns);
+        metallb_errors = Some(by_message(&errors));
         eprintln!(
             "[bench] MetalLB speaker log {}: {} error lines",
             u.log.display(),
@@ -1128,6 +1280,7 @@ async fn big_bench(
         &up.iter().map(|u| u.log.clone()).collect::<Vec<_>>(),
     );
     Ok(Big {
+        metallb_errors,
         ours,
         theirs,
         created,
@@ -1247,6 +1400,24 @@ fn big_rows(b: &Big, n: usize) -> Vec<String> {
             .lines_paths
             .map_or("—".into(), |(l, p)| format!("{l} / {p}")))
     ));
+    rows.push(format!(
+        "| where the time of the last (a) went (log timestamps after the edit) | {} | {} | — |",
+        o.add_marks.as_deref().unwrap_or("—"),
+        theirs(&|c| c.add_marks.clone().unwrap_or("—".into()))
+    ));
+    rows.push(format!(
+        "| where the time of the last (b) went (log timestamps after the start) | {} | {} | — |",
+        o.start_marks.as_deref().unwrap_or("—"),
+        theirs(&|c| c.start_marks.clone().unwrap_or("—".into()))
+    ));
+    if let Some(e) = &b.metallb_errors {
+        let total: usize = e.values().sum();
+        let what: Vec<String> = e.iter().map(|(m, c)| format!("{c}× \"{m}\"")).collect();
+        rows.push(format!(
+            "| error lines in MetalLB's log (but for the other lab's Services) | — | {total}: {} | — |",
+            what.join(", ")
+        ));
+    }
     if let Some(Err(e)) = &b.theirs {
         rows.push(format!("| MetalLB 0.12.1 part | failed: {e:#} | | |"));
     }
