@@ -659,7 +659,7 @@ impl Upstream {
             .lines()
             .filter(|l| l.contains("\"level\":\"error\""))
             .filter(|l| !l.contains("\"service\":\"") || l.contains(&ours))
-            .map(|l| l.chars().take(300).collect())
+            .map(str::to_string)
             .collect()
     }
 }
@@ -931,7 +931,10 @@ async fn endpoints_bench(n: usize, metallb: Option<&Path>) -> Result<Vec<String>
             let mut theirs = endpoint_trials(&lab, &router, &names, &ips).await?;
             let errors = up.errors(&lab.ns);
             for e in errors.iter().take(5) {
-                eprintln!("[bench] MetalLB error log line: {e}");
+                eprintln!(
+                    "[bench] MetalLB error log line: {}",
+                    e.chars().take(300).collect::<String>()
+                );
             }
             up.sigterm().await?;
             Ok(ep_row(
@@ -1271,7 +1274,10 @@ async fn big_bench(
             errors.len()
         );
         for e in errors.iter().take(5) {
-            eprintln!("[bench] MetalLB error log line: {e}");
+            eprintln!(
+                "[bench] MetalLB error log line: {}",
+                e.chars().take(300).collect::<String>()
+            );
         }
     }
     keep_logs(
