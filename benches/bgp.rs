@@ -32,10 +32,15 @@
 //!    and CPU (utime + stime of `/proc/<pid>/stat`) over `BENCH_IDLE_SECONDS` (30) idle with the
 //!    3 sessions up (keepalives every 3 s).
 //!
-//! Knobs: `BENCH_SERVICES`, `BENCH_EP_SERVICES`, `BENCH_REPEAT`, `BENCH_RESTARTS`,
-//! `BENCH_IDLE_SECONDS`, `BENCH_METALLB` (1; 0 skips MetalLB's speaker), `BENCH_LOG_LEVEL`
-//! (`info`; `debug` to see where the time goes in the speaker logs), `BENCH_KEEP_LOGS` (copy the
-//! speaker and router logs to this directory before the cluster goes away).
+//! Knobs: `BENCH_SERVICES`, `BENCH_EP_SERVICES` (0 skips measurement 1), `BENCH_REPEAT`,
+//! `BENCH_RESTARTS`, `BENCH_IDLE_SECONDS`, `BENCH_METALLB` (1; 0 skips MetalLB's speaker),
+//! `BENCH_LOG_LEVEL` (`info`; `debug` to see where the time goes in the speaker logs),
+//! `BENCH_KEEP_LOGS` (copy the speaker and router logs to this directory before the cluster
+//! goes away). Diagnostics: `BENCH_POLL_RIB=1` (also poll `gobgp global rib summary` every
+//! 100 ms during (a), to cross-check the monitor), `BENCH_PCAP=FILE` (tcpdump port 179 at
+//! router 1 during measurements 2–4; `[bench] mark` lines on stderr give the wall-clock
+//! starts), `BENCH_DIAG=1` (ours: glibc `malloc_stats()` into the speaker log via gdb, and
+//! `perf record -g` of the idle window into `BENCH_KEEP_LOGS`).
 
 #[path = "../tests/common/cluster.rs"]
 mod cluster;
@@ -969,6 +974,12 @@ struct Cycles {
     start: Vec<Duration>,
     /// Speaker start → every Service decided (metric), the first cycle, no peer.
     first_sync: Option<Duration>,
+    /// RSS once every Service is decided, before any peer.
+    rss_synced: Option<(u64, u64)>,
+    /// Seconds the speaker needed to settle (a 5 s window under 10% of a core) before the
+    /// idle window, and the inputs (`metallb_k8s_client_updates_total`) it processed in it.
+    settle: Option<Duration>,
+    idle_inputs: Option<f64>,
     /// Where the time of the last (a) and (b) went, from the speaker's log.
     add_marks: Option<String>,
     start_marks: Option<String>,
@@ -1003,6 +1014,10 @@ async fn cycles(
     sp.start(lab)?;
     sp.wait_announced(lab, n, Duration::from_secs(900)).await?;
     out.first_sync = Some(t.elapsed());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    if let Some(pid) = sp.pid(lab) {
+        out.rss_synced = Some(rss(pid));
+    }
     eprintln!(
         "[bench] {}: all {n} Services decided {:?} after start (no peer); load {}",
         who.name(),
@@ -1017,10 +1032,21 @@ async fn cycles(
         // (a) ConfigMap edit adding the peer → all n.
         wait_neighbor_active(router, node).await?;
         let (t0, w0) = (Instant::now(), wall_ns());
+        eprintln!("[bench] mark {} (a) {k} t0 {w0}", who.name());
         lab.set_config(&with_peer).await?;
-        let at = mon
-            .wait_count(n, t0, ROUTES_WAIT, "all prefixes after the peer was added")
-            .await?;
+        let (at, polled) = tokio::join!(
+            mon.wait_count(n, t0, ROUTES_WAIT, "all prefixes after the peer was added"),
+            poll_rib(router, n, t0)
+        );
+        let at = at?;
+        if let Some(p) = polled {
+            eprintln!(
+                "[bench] {} (a) {k}: monitor {:?}, `rib summary` polled every 100 ms {:?}",
+                who.name(),
+                at - t0,
+                p
+            );
+        }
         out.add.push(at - t0);
         out.add_marks = Some(marks_text(who, &sp.log(lab), w0, false, at - t0));
         if out.lines_paths.is_none() {
@@ -1032,6 +1058,7 @@ async fn cycles(
         // Peer removed → empty.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let t0 = Instant::now();
+        eprintln!("[bench] mark {} remove {k} t0 {}", who.name(), wall_ns());
         lab.set_config(&without).await?;
         let at = mon
             .wait_count(0, t0, ROUTES_WAIT, "RIB empty after the peer was removed")
@@ -1056,6 +1083,7 @@ async fn cycles(
         tokio::time::sleep(Duration::from_secs(1)).await;
         wait_neighbor_active(router, node).await?;
         let (t0, w0) = (Instant::now(), wall_ns());
+        eprintln!("[bench] mark {} (b) {k} t0 {w0}", who.name());
         sp.start(lab)?;
         let at = mon
             .wait_count(n, t0, ROUTES_WAIT, "all prefixes after the speaker started")
@@ -1090,6 +1118,70 @@ async fn cycles(
         out.rss_one = Some(rss(pid));
     }
     Ok(())
+}
+
+/// With `BENCH_POLL_RIB=1`: when `gobgp global rib summary`, polled every 100 ms, first
+/// showed `n` destinations (a cross-check of the monitor; the polling costs CPU).
+async fn poll_rib(r: &Router, n: usize, t0: Instant) -> Option<Duration> {
+    if env_or("BENCH_POLL_RIB", 0) == 0 {
+        return None;
+    }
+    while t0.elapsed() < ROUTES_WAIT {
+        if rib_count(r).await.ok() == Some(n) {
+            return Some(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// With `BENCH_DIAG=1` (ours only): glibc's `malloc_stats()` (called with gdb; printed to the
+/// speaker's stderr, i.e. its log) and a `perf record -g` of the idle window, into
+/// `BENCH_KEEP_LOGS` (or /tmp).
+fn diag_dir() -> Option<PathBuf> {
+    (env_or("BENCH_DIAG", 0) != 0)
+        .then(|| PathBuf::from(std::env::var("BENCH_KEEP_LOGS").unwrap_or_else(|_| "/tmp".into())))
+}
+
+fn malloc_stats(pid: u32) {
+    let out = std::process::Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "call (void)malloc_stats()",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    eprintln!(
+        "[bench] malloc_stats via gdb: {}",
+        out.map(|o| o.status.to_string())
+            .unwrap_or_else(|e| e.to_string())
+    );
+}
+
+/// CPU ticks of `pid` over 5 s windows until one uses less than 10% of a core (at most
+/// 600 s): a speaker still converging is not idle.
+async fn settle(pid: u32) -> Duration {
+    let t = Instant::now();
+    let hz = clock_ticks() as f64;
+    while t.elapsed() < Duration::from_secs(600) {
+        let a = cpu_ticks(pid).unwrap_or(0);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let b = cpu_ticks(pid).unwrap_or(0);
+        if ((b.saturating_sub(a)) as f64 / hz / 5.0) < 0.10 {
+            break;
+        }
+    }
+    t.elapsed()
+}
+
+fn client_updates(metrics: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("metallb_k8s_client_updates_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// Measurement 3 for one speaker (running, peer configured, all routes in): kill -9 the router
@@ -1162,13 +1254,48 @@ async fn three_peers(
     tokio::time::sleep(Duration::from_secs(5)).await;
     let pid = sp.pid(lab).ok_or_else(|| anyhow!("no speaker pid"))?;
     out.rss_three = Some(rss(pid));
+    out.settle = Some(settle(pid).await);
+    let diag = diag_dir().filter(|_| sp.who == Who::Ours);
+    if diag.is_some() {
+        malloc_stats(pid);
+    }
+    let perf = diag.map(|d| {
+        let data = d.join("perf-idle.data");
+        std::process::Command::new("perf")
+            .args(["record", "-g", "-q", "-o"])
+            .arg(&data)
+            .args(["-p", &pid.to_string(), "--", "sleep"])
+            .arg(idle.as_secs().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    });
+    let u0 = sp
+        .metrics(lab)
+        .await
+        .ok()
+        .as_deref()
+        .and_then(client_updates);
     let a = cpu_ticks(pid);
     let wall = Instant::now();
     tokio::time::sleep(idle).await;
     let b = cpu_ticks(pid);
+    let u1 = sp
+        .metrics(lab)
+        .await
+        .ok()
+        .as_deref()
+        .and_then(client_updates);
     if let (Some(a), Some(b)) = (a, b) {
         let cpu_s = (b - a) as f64 / clock_ticks() as f64;
         out.idle_cpu = Some((cpu_s * 1e3, cpu_s / wall.elapsed().as_secs_f64() * 100.0));
+    }
+    if let (Some(a), Some(b)) = (u0, u1) {
+        out.idle_inputs = Some(b - a);
+    }
+    if let Some(Ok(mut c)) = perf {
+        let _ = c.wait();
     }
     for r in routers {
         let held = rib_count(r).await?;
@@ -1211,6 +1338,31 @@ async fn big_bench(
     let allocated = t.elapsed();
     eprintln!("[bench] all {n} have IPs after {allocated:?}");
 
+    // BENCH_PCAP=FILE: what reaches router 1 on port 179 (headers), to tell the speaker's
+    // time from GoBGP's; the "[bench] mark" lines give the wall-clock starts.
+    let _pcap = match std::env::var("BENCH_PCAP") {
+        Ok(file) => Some(
+            tokio::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    g1.netns(),
+                    "tcpdump",
+                    "-i",
+                    "eth0",
+                    "-s",
+                    "96",
+                ])
+                .args(["-w", &file, "tcp", "port", "179"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting tcpdump")?,
+        ),
+        Err(_) => None,
+    };
     let mut ours = Cycles::default();
     let mut sp = Speaker {
         who: Who::Ours,
@@ -1378,6 +1530,11 @@ fn big_rows(b: &Big, n: usize) -> Vec<String> {
     let rss_s =
         |r: Option<(u64, u64)>| r.map_or("—".into(), |(a, b)| format!("{} / {}", mib(a), mib(b)));
     rows.push(format!(
+        "| speaker RSS, {n} Services decided, no peer yet: VmRSS / VmHWM | {} | {} | — |",
+        rss_s(o.rss_synced),
+        theirs(&|c| rss_s(c.rss_synced))
+    ));
+    rows.push(format!(
         "| speaker RSS, {n} prefixes × 1 peer: VmRSS / VmHWM | {} | {} | — |",
         rss_s(o.rss_one),
         theirs(&|c| rss_s(c.rss_one))
@@ -1397,6 +1554,18 @@ fn big_rows(b: &Big, n: usize) -> Vec<String> {
         env_or("BENCH_IDLE_SECONDS", 30u64),
         cpu_s(o.idle_cpu),
         theirs(&|c| cpu_s(c.idle_cpu))
+    ));
+    let settle_s = |c: &Cycles| {
+        format!(
+            "settled after {}; {} inputs in the window",
+            c.settle.map_or("?".into(), secs),
+            c.idle_inputs.map_or("?".into(), |x| format!("{x:.0}"))
+        )
+    };
+    rows.push(format!(
+        "| before the idle window: time until a 5 s window used < 10% of a core; inputs processed in the window (`metallb_k8s_client_updates_total`) | {} | {} | — |",
+        settle_s(o),
+        theirs(&|c| settle_s(c))
     ));
     rows.push(format!(
         "| gobgp monitor lines / paths for the first full table | {} | {} | — |",
@@ -1464,7 +1633,11 @@ async fn main() -> Result<()> {
     );
     let started = Instant::now();
     let load_start = loadavg();
-    let mut rows = endpoints_bench(n_ep, metallb.as_deref()).await?;
+    let mut rows = if n_ep > 0 {
+        endpoints_bench(n_ep, metallb.as_deref()).await?
+    } else {
+        Vec::new()
+    };
     let big = big_bench(n, repeat, nrestarts, idle, metallb.as_deref()).await?;
     let big_rows = big_rows(&big, n);
     println!(
