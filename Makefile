@@ -41,12 +41,13 @@ test: harness lint unit
 demo: deps
 	tests/demo.sh
 
-## Benchmarks (results go to BENCHMARKS.md by hand, with the command).
+## Benchmarks (results go to BENCHMARKS.md by hand, with the command; `bgp` needs root: netns lab).
 bench:
 	$(CARGO) bench --bench config_parse
 	$(CARGO) bench --bench allocator
 	$(CARGO) bench --bench migrate
 	$(CARGO) bench --bench controller
+	$(CARGO) bench --bench bgp
 
 ## Fuzz a decoder (config_parse, arp_decode, ndp_decode, bgp_decode; needs cargo-fuzz; stable toolchain,
 ## no sanitizer): make fuzz FUZZ_TARGET=ndp_decode FUZZ_SECONDS=600

@@ -796,6 +796,28 @@ impl Router {
             .map(drop)
     }
 
+    /// `ip netns exec NETNS gobgp -u 127.0.0.1 -p API_PORT` (a GoBGP router only), to add
+    /// arguments to: e.g. a long-running `monitor global rib -j` whose lines a benchmark reads.
+    pub(crate) fn gobgp_cli(&self) -> Result<tokio::process::Command> {
+        ensure!(
+            self.kind == Kind::Gobgp,
+            "gobgp_cli: {} is not gobgp",
+            self.kind
+        );
+        let mut cmd = tokio::process::Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.netns,
+            "gobgp",
+            "-u",
+            "127.0.0.1",
+            "-p",
+        ])
+        .arg(self.api_port.to_string());
+        Ok(cmd)
+    }
+
     async fn gobgp(&self, args: &[&str]) -> Result<String> {
         output(
             tokio::process::Command::new("ip")
