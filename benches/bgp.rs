@@ -65,7 +65,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use lab::{Lab, free_port, proc_status_kib};
+use lab::{Lab, clock_ticks, cpu_ticks, free_port, rss};
 use routers::{Kind, Neighbor, Router, RouterConfig};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
@@ -133,31 +133,6 @@ fn median(v: &[Duration]) -> Duration {
 
 // ---------------------------------------------------------------------------------------
 // Process measurements
-
-/// CPU ticks (user + system) of `pid` from `/proc/<pid>/stat`.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after "(comm)": state is field 3, utime 14 and stime 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-fn clock_ticks() -> u64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100)
-}
-
-fn rss(pid: u32) -> (u64, u64) {
-    (
-        proc_status_kib(pid, "VmRSS").unwrap_or(0),
-        proc_status_kib(pid, "VmHWM").unwrap_or(0),
-    )
-}
 
 /// The machine's load averages.
 fn loadavg() -> String {

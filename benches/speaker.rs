@@ -38,7 +38,7 @@ use anyhow::{Context as _, Result, anyhow, ensure};
 use cluster::MetallbRbac;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ListParams};
-use lab::{Lab, expected_owner, proc_status_kib};
+use lab::{Lab, clock_ticks, cpu_ticks, expected_owner, rss};
 use metallb_rs::l2::packet::MacAddr;
 use metallb_rs::l2::probe::{self, OwnerSample, ProbeReport, ProbeSocket};
 use metallb_rs::l2::sys::enter_netns;
@@ -515,31 +515,6 @@ async fn failover(trials: usize, window: Duration) -> Result<Vec<String>> {
     ));
     eprintln!("[bench] owners among the targets: {owners:?}");
     Ok(rows)
-}
-
-/// CPU ticks (user + system) of `pid` from `/proc/<pid>/stat`.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after "(comm)": state is field 3, utime 14 and stime 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-fn clock_ticks() -> u64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100)
-}
-
-fn rss(pid: u32) -> (u64, u64) {
-    (
-        proc_status_kib(pid, "VmRSS").unwrap_or(0),
-        proc_status_kib(pid, "VmHWM").unwrap_or(0),
-    )
 }
 
 async fn rate_probe(

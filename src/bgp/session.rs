@@ -480,15 +480,7 @@ impl Task {
                     .with_label_values(&[&self.label])
                     .set(0);
                 if let Down::Received(n) = &d {
-                    self.metrics
-                        .notifications
-                        .with_label_values(&[
-                            &self.label,
-                            "received",
-                            &n.code.to_string(),
-                            &n.subcode.to_string(),
-                        ])
-                        .inc();
+                    self.count_notification("received", n);
                 }
                 if was_up {
                     self.metrics
@@ -524,6 +516,19 @@ impl Task {
         }
     }
 
+    /// `metallb_rs_bgp_notifications_total{peer,direction,code,subcode}` += 1.
+    fn count_notification(&self, direction: &str, n: &super::message::Notification) {
+        self.metrics
+            .notifications
+            .with_label_values(&[
+                &self.label,
+                direction,
+                &n.code.to_string(),
+                &n.subcode.to_string(),
+            ])
+            .inc();
+    }
+
     /// Encode and queue a message.
     fn send(&mut self, m: &Message) {
         let ctx = self.ctx();
@@ -539,15 +544,7 @@ impl Task {
         match m {
             Message::Update(_) => self.metrics.updates.with_label_values(&[&self.label]).inc(),
             Message::Notification(n) => {
-                self.metrics
-                    .notifications
-                    .with_label_values(&[
-                        &self.label,
-                        "sent",
-                        &n.code.to_string(),
-                        &n.subcode.to_string(),
-                    ])
-                    .inc();
+                self.count_notification("sent", n);
                 warn!(peer = %self.label, code = n.code, subcode = n.subcode, "Sending BGP NOTIFICATION");
             }
             _ => {}
