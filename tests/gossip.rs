@@ -356,3 +356,32 @@ async fn measure_detection_times() {
     assert!(mla < DEAD_AFTER);
     assert!(ma >= DEAD_AFTER / 2);
 }
+
+/// Nobody else on the node can bind the gossip port while a speaker holds it, not even with
+/// `SO_REUSEADDR` (with that option on our socket, a second socket with it could take the
+/// heartbeats).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gossip_port_cannot_be_shared() {
+    let (g, _view) = Gossip::start(cfg("solo", lo(7), 0, Some("k")))
+        .await
+        .unwrap();
+    let addr = g.local_addr();
+    let thief = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .unwrap();
+    thief.set_reuse_address(true).unwrap();
+    let err = thief
+        .bind(&addr.into())
+        .expect_err("a second socket must not bind the gossip address");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    // A restarted speaker rebinds the same port at once.
+    drop(thief);
+    g.abort().await;
+    let (again, _v) = Gossip::start(cfg("solo", lo(7), addr.port(), Some("k")))
+        .await
+        .expect("rebinding after a stop");
+    assert_eq!(again.local_addr(), addr);
+}

@@ -223,9 +223,11 @@ fn incarnation() -> u64 {
     }
 }
 
+/// The gossip socket, without `SO_REUSEADDR`: with it, any local process could bind the same
+/// address and port (with the option too) and take the heartbeats. UDP has no TIME_WAIT, so a
+/// restarted speaker rebinds at once without it.
 fn bind_socket(bind: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&bind.into())?;
     UdpSocket::from_std(socket.into())
