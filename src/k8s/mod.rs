@@ -5,5 +5,6 @@
 
 pub mod crds;
 pub mod events;
+pub mod lean;
 pub mod service;
 pub mod source;

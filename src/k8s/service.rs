@@ -6,13 +6,11 @@
 //! `spec.loadBalancerIP` or the `loadBalancerIPs` annotation (not both); annotations read under
 //! both prefixes `metallb.universe.tf/` and `metallb.io/`, the new one winning.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Service, ServiceSpec, ServiceStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference, Time};
-use serde::{Deserialize, Serialize};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference};
 
 use crate::allocator::{Family, Port, Proto, Request, local_backend_key};
 
@@ -215,98 +213,7 @@ pub fn with_status(svc: &Service, ips: &[IpAddr]) -> Service {
     out
 }
 
-/// A Service as the controller reads and writes it: the same JSON as a [`Service`], but
-/// deserializing keeps only the metadata the controller uses or must send back
-/// (`managedFields`, by far the largest part of a listed Service, is skipped while parsing and
-/// never allocated). Serializes as the wrapped [`Service`].
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct LeanService(pub Service);
-
-/// The metadata fields [`LeanService`] reads.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LeanMeta {
-    name: Option<String>,
-    namespace: Option<String>,
-    generate_name: Option<String>,
-    uid: Option<String>,
-    resource_version: Option<String>,
-    creation_timestamp: Option<Time>,
-    deletion_timestamp: Option<Time>,
-    labels: Option<BTreeMap<String, String>>,
-    annotations: Option<BTreeMap<String, String>>,
-    finalizers: Option<Vec<String>>,
-    owner_references: Option<Vec<OwnerReference>>,
-}
-
-#[derive(Deserialize)]
-struct LeanWire {
-    metadata: Option<LeanMeta>,
-    spec: Option<ServiceSpec>,
-    status: Option<ServiceStatus>,
-}
-
-impl<'de> Deserialize<'de> for LeanService {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = LeanWire::deserialize(d)?;
-        let m = w.metadata;
-        let metadata = match m {
-            None => ObjectMeta::default(),
-            Some(m) => ObjectMeta {
-                name: m.name,
-                namespace: m.namespace,
-                generate_name: m.generate_name,
-                uid: m.uid,
-                resource_version: m.resource_version,
-                creation_timestamp: m.creation_timestamp,
-                deletion_timestamp: m.deletion_timestamp,
-                labels: m.labels,
-                annotations: m.annotations,
-                finalizers: m.finalizers,
-                owner_references: m.owner_references,
-                ..Default::default()
-            },
-        };
-        Ok(LeanService(Service {
-            metadata,
-            spec: w.spec,
-            status: w.status,
-        }))
-    }
-}
-
-impl Serialize for LeanService {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
-}
-
-impl kube::Resource for LeanService {
-    type DynamicType = ();
-    type Scope = k8s_openapi::NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "Service".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-    fn api_version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "services".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.0.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.0.metadata
-    }
-}
+pub use crate::k8s::lean::LeanService;
 
 /// What the controller keeps of one Service between events: what [`desired`] made of it, its
 /// status, and what a status write must send back. A few hundred bytes instead of the whole

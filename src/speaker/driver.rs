@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Endpoints, Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
 use kube::runtime::WatchStreamExt;
@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::k8s::events::{Kind, Recorder};
+use crate::k8s::lean::{LeanEndpoints, LeanService, LeanSlice};
 use crate::k8s::source::{self, ConfigInput};
 use crate::l2::announcer::Announcer;
 use crate::l2::plan::Plan;
@@ -451,13 +452,13 @@ async fn forward<K, F>(
 }
 
 async fn watch_services(client: Client, lb_class: String, tx: mpsc::Sender<Input>) {
-    let api: Api<Service> = Api::all(client);
+    let api: Api<LeanService> = Api::all(client);
     forward(
         api,
         watcher::Config::default().page_size(500),
         Kind_::Services,
         tx,
-        move |svc, present| {
+        move |LeanService(svc), present| {
             let key = crate::k8s::service::key(svc);
             let info = present
                 .then(|| world::service_info(svc, &lb_class))
@@ -470,13 +471,13 @@ async fn watch_services(client: Client, lb_class: String, tx: mpsc::Sender<Input
 }
 
 async fn watch_slices(client: Client, tx: mpsc::Sender<Input>) {
-    let api: Api<EndpointSlice> = Api::all(client);
+    let api: Api<LeanSlice> = Api::all(client);
     forward(
         api,
         watcher::Config::default().page_size(500),
         Kind_::Slices,
         tx,
-        |slice, present| {
+        |LeanSlice(slice), present| {
             let slice_key = format!(
                 "{}/{}",
                 slice.metadata.namespace.as_deref().unwrap_or_default(),
@@ -490,13 +491,13 @@ async fn watch_slices(client: Client, tx: mpsc::Sender<Input>) {
 }
 
 async fn watch_endpoints(client: Client, tx: mpsc::Sender<Input>) {
-    let api: Api<Endpoints> = Api::all(client);
+    let api: Api<LeanEndpoints> = Api::all(client);
     forward(
         api,
         watcher::Config::default().page_size(500),
         Kind_::Endpoints,
         tx,
-        |ep, present| {
+        |LeanEndpoints(ep), present| {
             let key = format!(
                 "{}/{}",
                 ep.metadata.namespace.as_deref().unwrap_or_default(),
@@ -828,6 +829,10 @@ impl State {
                     }
                     Kind_::Endpoints => self.world.endpoints.retain(|key, _| seen.contains(key)),
                     Kind_::Nodes => self.world.nodes.retain(|key, _| seen.contains(key)),
+                }
+                if k != Kind_::Nodes {
+                    // The list pages are gone; hand their memory back (BENCHMARKS.md).
+                    crate::sys::release_free_memory();
                 }
                 self.synced.insert(k);
             }
