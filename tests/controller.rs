@@ -535,12 +535,8 @@ async fn two_controllers_one_writer() -> Result<()> {
     env.create(&env.lb("l0", &[])).await?;
     env.wait_ips("l0", 1).await?;
     wait_annotation(&env, "l0", Some("a")).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_log(&second, "Another controller holds the Lease").await?;
     let second_log = std::fs::read_to_string(&second.log)?;
-    assert!(
-        second_log.contains("Another controller holds the Lease"),
-        "second controller log:\n{second_log}"
-    );
     assert!(
         !second_log.contains("IP allocated"),
         "the follower wrote:\n{second_log}"
@@ -636,7 +632,14 @@ async fn grant_leases(env: &Env) -> Result<()> {
     Api::<RoleBinding>::namespaced(env.admin.clone(), &env.ns)
         .patch("leases", &pp, &Patch::Apply(&rb))
         .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await; // let the authorizer see the binding
+    // The authorizer sees the binding when a SubjectAccessReview for the account says so.
+    let user = format!("system:serviceaccount:{}:controller", env.ns);
+    for rule in [
+        serde_json::json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["update"]}),
+        serde_json::json!({"apiGroups": [""], "resources": ["services"], "verbs": ["patch"]}),
+    ] {
+        cluster::wait_for_access(&env.admin, &user, &rule, Some(&env.ns)).await?;
+    }
     Ok(())
 }
 

@@ -485,7 +485,8 @@ fn answers_for_owned_ips_only_and_follows_ownership() {
         first_b.at,
         first_b.latency
     );
-    assert!(first_b.at < moved + Duration::from_millis(100));
+    // How fast B takes over is a benchmark (BENCHMARKS.md, `cargo bench --bench speaker`), not
+    // a threshold here: that B answers at all, and A and B never both, is what this asserts.
     assert_eq!(resolve(&t, "eth0", v4), vec![mac_b]);
     assert_eq!(resolve(&t, "eth0", v6), vec![mac_b]);
     assert!(!igmp6(&t, 'a').contains(GROUP_10), "A left the group");

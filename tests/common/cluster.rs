@@ -526,7 +526,7 @@ fn rename_for_namespace(doc: &mut Value, ns: &str) {
 }
 
 /// Poll a SubjectAccessReview until `user` may do the first verb of `rule` (10 s at most).
-async fn wait_for_access(
+pub(crate) async fn wait_for_access(
     admin: &Client,
     user: &str,
     rule: &Value,
