@@ -124,16 +124,16 @@ impl<'de> Deserialize<'de> for LeanSlice {
         #[serde(rename_all = "camelCase")]
         struct Wire {
             metadata: Option<LeanMeta>,
-            #[serde(default)]
-            address_type: String,
-            #[serde(default)]
-            endpoints: Vec<Endpoint>,
+            // `null` as well as absent: an EndpointSlice without endpoints is listed with
+            // `"endpoints": null`.
+            address_type: Option<String>,
+            endpoints: Option<Vec<Endpoint>>,
         }
         let w = Wire::deserialize(d)?;
         Ok(LeanSlice(EndpointSlice {
             metadata: meta(w.metadata),
-            address_type: w.address_type,
-            endpoints: w.endpoints,
+            address_type: w.address_type.unwrap_or_default(),
+            endpoints: w.endpoints.unwrap_or_default(),
             ports: None,
         }))
     }
@@ -229,9 +229,21 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_metadata_is_empty_not_an_error() {
+    fn missing_or_null_fields_are_empty_not_errors() {
         let lean: LeanSlice = serde_json::from_value(serde_json::json!({})).unwrap();
         assert_eq!(lean.0.metadata, ObjectMeta::default());
         assert!(lean.0.endpoints.is_empty());
+        // As the apiserver lists a slice whose Service has no endpoints.
+        let json = serde_json::json!({"metadata": {"name": "local-x"}, "addressType": "IPv4",
+            "endpoints": null, "ports": [{"port": 8080}]});
+        let full: EndpointSlice = serde_json::from_value(json.clone()).unwrap();
+        let lean: LeanSlice = serde_json::from_value(json).unwrap();
+        assert_eq!(lean.0.endpoints, full.endpoints);
+        let json = serde_json::json!({"metadata": null, "subsets": null});
+        let lean: LeanEndpoints = serde_json::from_value(json).unwrap();
+        assert!(lean.0.subsets.is_none());
+        let json = serde_json::json!({"metadata": {"labels": null}, "spec": null, "status": null});
+        let lean: LeanService = serde_json::from_value(json).unwrap();
+        assert!(lean.0.spec.is_none() && lean.0.metadata.labels.is_none());
     }
 }

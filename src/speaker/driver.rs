@@ -626,7 +626,9 @@ async fn poll_pods(
     tx: mpsc::Sender<Input>,
 ) {
     let api: Api<Pod> = Api::namespaced(client, &ns);
-    let lp = ListParams::default().labels(&labels);
+    // resourceVersion=0: served from the apiserver's watch cache, not etcd, so N speakers
+    // polling cost the cluster N cheap reads per period (MetalLB's RBAC grants only `list`).
+    let lp = ListParams::default().labels(&labels).match_any();
     let mut forbidden_logged = false;
     loop {
         if watched {
@@ -638,7 +640,7 @@ async fn poll_pods(
             if tx.send(Input::Api(ok)).await.is_err() {
                 return;
             }
-            let wait = *period.borrow_and_update();
+            let wait = jittered(*period.borrow_and_update());
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 r = period.changed() => if r.is_err() { return },
@@ -671,12 +673,18 @@ async fn poll_pods(
         if tx.send(Input::Pods(result)).await.is_err() {
             return;
         }
-        let wait = *period.borrow_and_update();
+        let wait = jittered(*period.borrow_and_update());
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             r = period.changed() => if r.is_err() { return },
         }
     }
+}
+
+/// `period` × a uniform factor in [0.75, 1.25): the same mean, but the speakers' polls
+/// spread out instead of arriving together after a DaemonSet rollout.
+fn jittered(period: Duration) -> Duration {
+    period.mul_f64(0.75 + fastrand::f64() * 0.5)
 }
 
 /// Everything the loop owns.
@@ -1267,6 +1275,18 @@ impl State {
 mod tests {
     use super::*;
     use clap::Parser as _;
+
+    #[test]
+    fn pod_polls_are_spread_around_the_period() {
+        let p = Duration::from_secs(10);
+        let waits: Vec<Duration> = (0..200).map(|_| jittered(p)).collect();
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w >= p.mul_f64(0.75) && *w < p.mul_f64(1.25))
+        );
+        assert!(waits.iter().any(|w| *w < p) && waits.iter().any(|w| *w > p));
+    }
 
     /// What MetalLB 0.9–0.12 manifests and Helm charts pass, Go-flag style included.
     #[test]
