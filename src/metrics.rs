@@ -36,6 +36,8 @@ pub mod names {
     pub const L2_DROPPED: &str = "metallb_rs_layer2_dropped_frames_total";
     /// metallb-rs addition: speakers this speaker currently considers alive (itself included).
     pub const SPEAKER_MEMBERS: &str = "metallb_rs_speaker_members_alive";
+    /// Liveness datagrams refused, by reason.
+    pub const GOSSIP_REJECTED: &str = "metallb_rs_speaker_gossip_rejected_total";
     /// metallb-rs addition: 1 while this speaker is fenced (announces nothing).
     pub const SPEAKER_FENCED: &str = "metallb_rs_speaker_fenced_bool";
     /// Speaker: 1 while the BGP session to `peer` is established.
@@ -93,6 +95,8 @@ pub struct SpeakerMetrics {
     pub members_alive: IntGauge,
     /// `metallb_rs_speaker_fenced_bool`.
     pub fenced: IntGauge,
+    /// `metallb_rs_speaker_gossip_rejected_total{reason}`.
+    pub gossip_rejected: IntCounterVec,
     /// BGP session metrics.
     pub bgp: BgpMetrics,
 }
@@ -275,14 +279,23 @@ impl SpeakerMetrics {
             names::SPEAKER_FENCED,
             "1 while this speaker is fenced (it reaches neither the API server nor a majority of speakers) and announces nothing.",
         ));
+        let gossip_rejected = must(IntCounterVec::new(
+            Opts::new(
+                names::GOSSIP_REJECTED,
+                "Liveness datagrams refused (malformed, unauthenticated, replayed, from an unknown sender, ...), by reason.",
+            ),
+            &["reason"],
+        ));
         must(reg.register(Box::new(announced.clone())));
         must(reg.register(Box::new(members_alive.clone())));
         must(reg.register(Box::new(fenced.clone())));
+        must(reg.register(Box::new(gossip_rejected.clone())));
         SpeakerMetrics {
             announced,
             layer2: Layer2Metrics::register(reg),
             members_alive,
             fenced,
+            gossip_rejected,
             bgp: BgpMetrics::register(reg),
         }
     }

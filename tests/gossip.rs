@@ -31,6 +31,7 @@ fn cfg(name: &str, ip: IpAddr, port: u16, secret: Option<&str>) -> GossipConfig 
         secret: secret.map(str::to_owned),
         interval: INTERVAL,
         dead_after: DEAD_AFTER,
+        rejected_metric: None,
     }
 }
 
@@ -384,4 +385,32 @@ async fn the_gossip_port_cannot_be_shared() {
         .await
         .expect("rebinding after a stop");
     assert_eq!(again.local_addr(), addr);
+}
+
+/// Refused datagrams reach `metallb_rs_speaker_gossip_rejected_total{reason}`, per reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_datagrams_are_counted_by_reason() {
+    let registry = prometheus::Registry::new();
+    let metrics = metallb_rs::metrics::SpeakerMetrics::register(&registry);
+    let mut c = cfg("a", lo(2), 0, Some("k"));
+    c.rejected_metric = Some(metrics.gossip_rejected.clone());
+    let (g, _view) = Gossip::start(c).await.unwrap();
+    let sender = UdpSocket::bind((lo(6), 0)).await.unwrap();
+    sender.send_to(b"x", g.local_addr()).await.unwrap();
+    sender.send_to(&[0xff; 64], g.local_addr()).await.unwrap();
+    let count = |reason: &str| metrics.gossip_rejected.with_label_values(&[reason]).get();
+    let deadline = Instant::now() + EVENTUALLY;
+    while g.rejected() < 2 {
+        assert!(Instant::now() < deadline, "junk not rejected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(count("too_short") + count("bad_magic"), 2);
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert!(
+        text.contains("metallb_rs_speaker_gossip_rejected_total{reason=\"too_short\"} 1"),
+        "{text}"
+    );
+    g.abort().await;
 }

@@ -224,6 +224,7 @@ impl Args {
                     secret,
                     interval: Duration::from_millis(self.ml_interval_ms.max(10)),
                     dead_after: Duration::from_millis(self.ml_dead_after_ms.max(50)),
+                    rejected_metric: Some(metrics.gossip_rejected.clone()),
                 })
                 .await
                 .context("starting the liveness gossip")?;

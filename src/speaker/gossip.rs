@@ -52,6 +52,8 @@ pub struct GossipConfig {
     pub interval: Duration,
     /// Silence after which a peer is dead.
     pub dead_after: Duration,
+    /// Counts refused datagrams by reason (`metallb_rs_speaker_gossip_rejected_total`).
+    pub rejected_metric: Option<prometheus::IntCounterVec>,
 }
 
 impl std::fmt::Debug for GossipConfig {
@@ -62,6 +64,7 @@ impl std::fmt::Debug for GossipConfig {
             secret,
             interval,
             dead_after,
+            rejected_metric: _,
         } = self;
         f.debug_struct("GossipConfig")
             .field("node_name", node_name)
@@ -82,6 +85,7 @@ impl Default for GossipConfig {
             secret: None,
             interval: p.interval,
             dead_after: p.dead_after,
+            rejected_metric: None,
         }
     }
 }
@@ -115,6 +119,7 @@ impl Gossip {
             secret,
             interval,
             dead_after,
+            rejected_metric,
         } = cfg;
         let params = Params {
             interval,
@@ -148,6 +153,7 @@ impl Gossip {
             view: view_tx,
             peers: peers_rx,
             rejected: rejected.clone(),
+            rejected_metric,
             warned: BTreeSet::new(),
         };
         let task = tokio::spawn(driver.run(leave_rx));
@@ -240,6 +246,7 @@ struct Driver {
     view: watch::Sender<LiveView>,
     peers: watch::Receiver<BTreeSet<SocketAddr>>,
     rejected: Arc<AtomicU64>,
+    rejected_metric: Option<prometheus::IntCounterVec>,
     /// Reject reasons already logged at warn level (later ones go to debug).
     warned: BTreeSet<&'static str>,
 }
@@ -314,6 +321,9 @@ impl Driver {
             Err(RejectReason::Loopback) => {}
             Err(reason) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.rejected_metric {
+                    m.with_label_values(&[reason.label()]).inc();
+                }
                 if self.warned.insert(reason.label()) {
                     warn!(%src, %reason, "Rejected liveness datagram (further ones logged at debug)");
                 } else {
