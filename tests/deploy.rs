@@ -31,6 +31,8 @@ mod cluster;
 #[path = "common/lab.rs"]
 mod lab;
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -49,6 +51,9 @@ use cluster::Cluster;
 /// The images the swap puts in (what `docker build --target controller|speaker` tags).
 const CONTROLLER_IMAGE: &str = "metallb-rs/controller:test";
 const SPEAKER_IMAGE: &str = "metallb-rs/speaker:test";
+/// Their repositories (any tag runs the binaries under test).
+const CONTROLLER_REPO: &str = "metallb-rs/controller";
+const SPEAKER_REPO: &str = "metallb-rs/speaker";
 const FIELD_MANAGER: &str = "metallb-rs-deploy-test";
 
 /// One variant at a time (see the module doc).
@@ -133,6 +138,20 @@ enum Source {
     Manifests(&'static str),
     /// MetalLB's `charts/metallb` at this version, release `metallb`, with these values.
     Chart(&'static str, String),
+    /// Our `charts/metallb-rs`, release `metallb`, with these values (images already ours).
+    OurChart(String),
+    /// Our `manifests/metallb-rs.yaml`.
+    OurManifest,
+    /// Our `manifests/kustomize` overlay over MetalLB's manifests at this version (the overlay
+    /// swaps the images and drops the PodSecurityPolicies itself).
+    Kustomize(&'static str),
+}
+
+impl Source {
+    /// Whether the test swaps the images (MetalLB's own files) or the source has ours.
+    fn upstream_images(&self) -> bool {
+        matches!(self, Source::Manifests(_) | Source::Chart(..))
+    }
 }
 
 /// Render `source` for namespace `ns`: the documents as they would be applied, before the
@@ -157,7 +176,66 @@ fn render(source: &Source, ns: &str, scratch: &Path) -> Result<Vec<Value>> {
             let chart = metallb_module(version)?.join("charts/metallb");
             yaml_docs(&helm_template(&chart, "metallb", ns, values, scratch)?)
         }
+        Source::OurChart(values) => {
+            let chart = cluster::repo_root().join("charts/metallb-rs");
+            yaml_docs(&helm_template(&chart, "metallb", ns, values, scratch)?)
+        }
+        Source::OurManifest => {
+            let path = cluster::repo_root().join("manifests/metallb-rs.yaml");
+            let mut docs = yaml_docs(&std::fs::read_to_string(&path)?)?;
+            for d in &mut docs {
+                rehome(d, ns);
+            }
+            Ok(docs)
+        }
+        Source::Kustomize(version) => {
+            let mut docs = yaml_docs(&kustomize_overlay(version, scratch)?)?;
+            for d in &mut docs {
+                rehome(d, ns);
+            }
+            Ok(docs)
+        }
     }
+}
+
+/// `kubectl kustomize` of our overlay with its remote base replaced by a copy of MetalLB's
+/// manifests directory at `version` (from the module cache, into `scratch`).
+fn kustomize_overlay(version: &str, scratch: &Path) -> Result<String> {
+    let upstream = metallb_module(version)?.join("manifests");
+    let base = scratch.join("base");
+    let overlay = scratch.join("overlay");
+    std::fs::create_dir_all(&base)?;
+    std::fs::create_dir_all(&overlay)?;
+    for f in ["kustomization.yaml", "metallb.yaml", "namespace.yaml"] {
+        let text = std::fs::read_to_string(upstream.join(f))?;
+        std::fs::write(base.join(f), text)?;
+    }
+    let ours = std::fs::read_to_string(
+        cluster::repo_root().join("manifests/kustomize/kustomization.yaml"),
+    )?;
+    let remote = ours
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .starts_with("- https://github.com/metallb/metallb")
+        })
+        .ok_or_else(|| anyhow!("manifests/kustomize: no remote MetalLB base in resources"))?;
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        ours.replace(remote, "  - ../base"),
+    )?;
+    let out = std::process::Command::new(lab::cluster()?.kubectl_path())
+        .arg("kustomize")
+        .arg(&overlay)
+        .stdin(Stdio::null())
+        .output()
+        .context("running kubectl kustomize")?;
+    ensure!(
+        out.status.success(),
+        "kubectl kustomize failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
 }
 
 /// Move one object of MetalLB's manifests from `metallb-system` to `ns` (see the module doc).
@@ -325,10 +403,10 @@ fn build_images() -> Result<BTreeMap<&'static str, Image>> {
     for (target, image, built) in [
         (
             "controller",
-            CONTROLLER_IMAGE,
+            CONTROLLER_REPO,
             env!("CARGO_BIN_EXE_controller"),
         ),
-        ("speaker", SPEAKER_IMAGE, env!("CARGO_BIN_EXE_speaker")),
+        ("speaker", SPEAKER_REPO, env!("CARGO_BIN_EXE_speaker")),
     ] {
         let stage = stages
             .get(target)
@@ -691,7 +769,9 @@ fn capabilities(sc: &Value) -> Vec<String> {
 
 /// A started container.
 struct Started {
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
+    /// The Pod it runs for.
+    pod: String,
     /// Its args and env, for the record.
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -718,8 +798,9 @@ async fn start_container(
     );
     let images = images()?;
     let image = c["image"].as_str().unwrap_or_default();
+    let repo = image.rsplit_once(':').map_or(image, |(r, _)| r);
     let img = images
-        .get(image)
+        .get(repo)
         .ok_or_else(|| anyhow!("Pod {name} runs image {image:?}, not ours"))?;
 
     let env = container_env(admin, pod, c).await?;
@@ -840,7 +921,8 @@ exec \"$@\"";
         .spawn()
         .with_context(|| format!("starting container of {name}"))?;
     Ok(Started {
-        _child: child,
+        child,
+        pod: name.to_owned(),
         args,
         env,
         log,
@@ -895,6 +977,7 @@ fn client_ns(cluster: &Cluster) -> Result<String> {
 struct Deployed {
     lab: Lab,
     controller_addr: String,
+    controller_netns: String,
     controller: Started,
     speakers: Vec<Started>,
 }
@@ -931,12 +1014,24 @@ async fn deploy(v: &Variant) -> Result<Deployed> {
     if let Some(p) = psp.first() {
         assert_psp_unserved(cluster, p, &scratch).await?;
     }
-    let replaced = swap_images(&mut docs)?;
-    eprintln!("[deploy {}] images replaced: {replaced:?}", v.ns);
-    ensure!(
-        replaced.len() == 2,
-        "expected a controller and a speaker image: {replaced:?}"
-    );
+    if v.source.upstream_images() {
+        let replaced = swap_images(&mut docs)?;
+        eprintln!("[deploy {}] images replaced: {replaced:?}", v.ns);
+        ensure!(
+            replaced.len() == 2,
+            "expected a controller and a speaker image: {replaced:?}"
+        );
+    } else {
+        let images: Vec<&str> = docs
+            .iter()
+            .filter(|d| matches!(d["kind"].as_str(), Some("Deployment" | "DaemonSet")))
+            .filter_map(|d| d["spec"]["template"]["spec"]["containers"][0]["image"].as_str())
+            .collect();
+        ensure!(
+            images.len() == 2 && images.iter().all(|i| i.starts_with("metallb-rs/")),
+            "the rendered workloads do not run our images: {images:?}"
+        );
+    }
 
     if !docs.iter().any(|d| d["kind"] == "Namespace") {
         let nsobj: Namespace = serde_json::from_value(json!({
@@ -1067,6 +1162,7 @@ async fn deploy(v: &Variant) -> Result<Deployed> {
     Ok(Deployed {
         lab,
         controller_addr,
+        controller_netns,
         controller,
         speakers,
     })
@@ -1116,7 +1212,46 @@ async fn stored(
     Ok(serde_json::to_value(api.get(name).await?)?)
 }
 
+impl Started {
+    /// SIGKILL the process and wait for it to exit.
+    async fn kill(&mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
 impl Deployed {
+    /// Fail with `why` and the logs when the log at `path` contains `needle`.
+    fn log_lacks(&self, path: &Path, needle: &str, why: &str) -> Result<()> {
+        let log = std::fs::read_to_string(path)?;
+        ensure!(!log.contains(needle), "{why}, yet: {needle}{}", self.logs());
+        Ok(())
+    }
+
+    /// Stop every process (SIGKILL) and start it again from its Pod (as after a
+    /// `kubectl rollout restart` that lands on the same nodes).
+    async fn restart_all(&mut self) -> Result<()> {
+        let cluster = self.lab.cluster;
+        let admin = self.lab.admin.clone();
+        let pods: Api<Pod> = Api::namespaced(admin.clone(), &self.lab.ns);
+        self.controller.kill().await?;
+        for s in &mut self.speakers {
+            s.kill().await?;
+        }
+        let get = |name: String| {
+            let pods = pods.clone();
+            async move { anyhow::Ok(serde_json::to_value(pods.get(&name).await?)?) }
+        };
+        let pod = get(self.controller.pod.clone()).await?;
+        self.controller = start_container(cluster, &admin, &pod, &self.controller_netns).await?;
+        for i in 0..self.speakers.len() {
+            let pod = get(self.speakers[i].pod.clone()).await?;
+            let netns = self.lab.nodes[i].netns.clone();
+            self.speakers[i] = start_container(cluster, &admin, &pod, &netns).await?;
+        }
+        Ok(())
+    }
+
     /// The tail of the controller's and speakers' logs, for failure messages.
     fn logs(&self) -> String {
         let tail = |p: &Path| {
@@ -1175,9 +1310,15 @@ impl Deployed {
 
 /// Deploy `v`, prove a Service is served, then stop its processes and delete the Service.
 async fn run_variant(v: Variant) -> Result<()> {
+    run_variant_then(v, |_| Ok(())).await
+}
+
+/// [`run_variant`] with a further `check` of the running deployment.
+async fn run_variant_then(v: Variant, check: impl FnOnce(&Deployed) -> Result<()>) -> Result<()> {
     let _serial = SERIAL.lock().await;
     let d = deploy(&v).await?;
     d.assert_announced(v.pool).await?;
+    check(&d)?;
     let _ = Api::<Service>::namespaced(d.lab.admin.clone(), v.ns)
         .delete("web", &DeleteParams::default())
         .await;
@@ -1194,7 +1335,7 @@ fn upstream_variant(ns: &'static str) -> Variant {
         // manifests@v0.9.6: Docker Hub images, `--port=7472 --config=config`,
         // METALLB_ML_NAMESPACE, caps NET_ADMIN/NET_RAW/SYS_ADMIN, the user-created
         // `memberlist` Secret, RBAC without EndpointSlices.
-        "mlb-m096" => (Source::Manifests("v0.9.6"), Some("config"), true, 2, "203.0.113.0/28"),
+        "mlb-m096" => (Source::Manifests("v0.9.6"), Some("config"), true, 2, "203.0.113.208/28"),
         // manifests@v0.12.1: quay.io images, `--log-level=info`, the controller creating the
         // `memberlist` Secret, the speaker's namespace from its ServiceAccount.
         "mlb-m0121" => (Source::Manifests("v0.12.1"), Some("config"), false, 2, "203.0.113.16/28"),
@@ -1264,6 +1405,299 @@ async fn metallb_0_12_1_chart_without_memberlist() -> Result<()> {
 #[ignore = "requires root + netns; run by make test"]
 async fn metallb_0_12_1_chart_metallb_config() -> Result<()> {
     run_variant(upstream_variant("mlb-bitnami")).await
+}
+
+// ------------------------------------------------------------------------------ our chart
+
+/// `charts/metallb-rs/tests/values/*.yaml`: (variant name, values file).
+fn chart_value_files() -> Result<Vec<(String, PathBuf)>> {
+    let dir = cluster::repo_root().join("charts/metallb-rs/tests/values");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).with_context(|| dir.display().to_string())? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let name = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.push((name, p));
+        }
+    }
+    out.sort();
+    ensure!(!out.is_empty(), "no values files in {}", dir.display());
+    Ok(out)
+}
+
+/// Render our chart as release `metallb` in `metallb-system` with a values file.
+fn render_our_chart(values: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(values)?;
+    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chart-render");
+    std::fs::create_dir_all(&scratch)?;
+    helm_template(
+        &cluster::repo_root().join("charts/metallb-rs"),
+        "metallb",
+        "metallb-system",
+        &text,
+        &scratch,
+    )
+}
+
+/// `helm lint --strict` passes with the defaults and with every values file.
+#[test]
+fn chart_lints() -> Result<()> {
+    let chart = cluster::repo_root().join("charts/metallb-rs");
+    let mut runs: Vec<Option<PathBuf>> = vec![None];
+    runs.extend(chart_value_files()?.into_iter().map(|(_, p)| Some(p)));
+    for values in runs {
+        let mut cmd = std::process::Command::new(helm()?);
+        cmd.args(["lint", "--strict"]).arg(&chart);
+        if let Some(v) = &values {
+            cmd.arg("-f").arg(v);
+        }
+        let out = cmd.output()?;
+        ensure!(
+            out.status.success(),
+            "helm lint {values:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// `helm template` of every values file equals its golden file in
+/// `charts/metallb-rs/tests/golden/` (`UPDATE_GOLDEN=1` rewrites them).
+#[test]
+fn chart_renders_goldens() -> Result<()> {
+    let golden = cluster::repo_root().join("charts/metallb-rs/tests/golden");
+    let mut failures = Vec::new();
+    for (name, values) in chart_value_files()? {
+        let rendered = render_our_chart(&values)?;
+        if let Err(e) = common::check_golden(&golden.join(format!("{name}.yaml")), &rendered) {
+            failures.push(e);
+        }
+    }
+    ensure!(failures.is_empty(), "{}", failures.join("\n\n"));
+    Ok(())
+}
+
+/// The flattened keys of a values tree (`speaker.memberlist.enabled`, ...); lists and empty
+/// maps are leaves.
+fn value_keys(v: &Value, prefix: &str, out: &mut Vec<String>) {
+    match v.as_object() {
+        Some(m) if !m.is_empty() => {
+            for (k, x) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                value_keys(x, &key, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+/// Values compatibility with MetalLB's chart 0.12.1: every key of its values.yaml (read from
+/// the module cache) exists in ours, and its whole values.yaml renders with our chart.
+#[test]
+fn chart_takes_metallb_0_12_1_values() -> Result<()> {
+    let upstream = metallb_module("v0.12.1")?.join("charts/metallb/values.yaml");
+    let theirs: Value = serde_saphyr::from_str(&std::fs::read_to_string(&upstream)?)?;
+    let ours_path = cluster::repo_root().join("charts/metallb-rs/values.yaml");
+    let ours: Value = serde_saphyr::from_str(&std::fs::read_to_string(&ours_path)?)?;
+    let (mut want, mut have) = (Vec::new(), Vec::new());
+    value_keys(&theirs, "", &mut want);
+    value_keys(&ours, "", &mut have);
+    let missing: Vec<&String> = want.iter().filter(|k| !have.contains(k)).collect();
+    ensure!(
+        missing.is_empty(),
+        "keys of MetalLB's chart missing from ours: {missing:?}"
+    );
+    let rendered = render_our_chart(&upstream)?;
+    ensure!(
+        rendered.contains("kind: DaemonSet") && rendered.contains("--config=metallb"),
+        "MetalLB's values.yaml rendered:\n{rendered}"
+    );
+    Ok(())
+}
+
+/// Every rendered variant passes a server-side dry run against the real apiserver (schema,
+/// defaulting, admission). PodMonitor/PrometheusRule are skipped: the monitoring.coreos.com
+/// CRDs are not installed in the harness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "requires root + netns; run by make test"]
+async fn chart_variants_pass_server_side_dry_run() -> Result<()> {
+    let cluster = lab::cluster()?;
+    let scratch = cluster.dir().join("chart-dry-run");
+    std::fs::create_dir_all(&scratch)?;
+    for (name, values) in chart_value_files()? {
+        let docs = yaml_docs(&render_our_chart(&values)?)?;
+        let (docs, skipped): (Vec<Value>, Vec<Value>) = docs.into_iter().partition(|d| {
+            !d["apiVersion"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("monitoring.coreos.com/"))
+        });
+        let out = kubectl_apply(
+            cluster,
+            "metallb-system",
+            &docs,
+            true,
+            &scratch.join(format!("{name}.json")),
+        )
+        .await
+        .with_context(|| format!("values {name}"))?;
+        ensure!(
+            out.contains("(server dry run)"),
+            "not a server dry run? {out}"
+        );
+        eprintln!(
+            "[chart {name}] {} objects accepted (server dry run), {} monitoring objects skipped",
+            docs.len(),
+            skipped.len()
+        );
+    }
+    Ok(())
+}
+
+/// Our chart deployed for real (rendered, applied, run as the kubelet would): the non-root
+/// speaker gets CAP_NET_RAW from its image's file capability, the controller takes its Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "requires root + netns; run by make test"]
+async fn our_chart_runs() -> Result<()> {
+    let pool = "203.0.113.112/28";
+    let v = Variant {
+        ns: "mlb-ours",
+        source: Source::OurChart(config_inline("", pool)),
+        user_config: None,
+        user_memberlist: false,
+        expect_dropped: 0,
+        pool,
+    };
+    run_variant_then(v, |d| {
+        d.log_lacks(
+            &d.controller.log,
+            "RBAC does not allow Leases",
+            "the chart grants Leases",
+        )
+    })
+    .await
+}
+
+/// Our manifest deployed for real: non-root speaker (file capability), Pods watched, the
+/// controller with its Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "requires root + netns; run by make test"]
+async fn our_manifest_runs() -> Result<()> {
+    let v = Variant {
+        ns: "mlb-manifest",
+        source: Source::OurManifest,
+        user_config: Some("config"),
+        user_memberlist: false,
+        expect_dropped: 0,
+        pool: "203.0.113.128/28",
+    };
+    run_variant_then(v, |d| {
+        d.log_lacks(
+            &d.controller.log,
+            "RBAC does not allow Leases",
+            "the manifest grants Leases",
+        )?;
+        let speaker = std::fs::read_to_string(&d.speakers[0].log)?;
+        ensure!(
+            speaker.contains("Watching speaker Pods"),
+            "our manifest grants Pods watch:{}",
+            d.logs()
+        );
+        Ok(())
+    })
+    .await
+}
+
+// ------------------------------------------------------- kustomize overlay + Spectro pack
+
+/// Our kustomize overlay over MetalLB 0.9.6's manifests (Spectro's lb-metallb manifest pack
+/// deploys 0.9.x), with the ConfigMap that pack writes from `addresses` + `avoidBuggyIps`
+/// (docs/packs/spectro-lb-metallb.md). Then the pack's troubleshooting step: the addresses
+/// are edited and a new Service is served with no `rollout restart`; and a restart of every
+/// process (what that step did) moves no IP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "requires root + netns; run by make test"]
+async fn kustomize_overlay_and_spectro_pack() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let v = Variant {
+        ns: "mlb-spectro",
+        source: Source::Kustomize("v0.9.6"),
+        user_config: None,
+        user_memberlist: true,
+        expect_dropped: 0,
+        pool: "203.0.113.0/29",
+    };
+    let mut d = deploy(&v).await?;
+    let spectro = |addresses: &[&str]| {
+        let list: String = addresses.iter().map(|a| format!("  - {a}\n")).collect();
+        format!(
+            "address-pools:\n- name: default\n  protocol: layer2\n  avoid-buggy-ips: true\n  addresses:\n{list}"
+        )
+    };
+    let cms: Api<ConfigMap> = Api::namespaced(d.lab.admin.clone(), v.ns);
+    let write = |payload: String| {
+        let cms = cms.clone();
+        async move {
+            let cm: ConfigMap = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "config"}, "data": {"config": payload},
+            }))?;
+            cms.patch(
+                "config",
+                &PatchParams::apply("spectro-pack").force(),
+                &Patch::Apply(&cm),
+            )
+            .await?;
+            anyhow::Ok(())
+        }
+    };
+    // Two addresses, the first a .0: avoidBuggyIps leaves one.
+    write(spectro(&["203.0.113.0-203.0.113.1"])).await?;
+    let ip = d.assert_announced("203.0.113.0/31").await?;
+    ensure!(ip.to_string() == "203.0.113.1", "avoid-buggy-ips: got {ip}");
+    // The pool is full: a second Service waits (and so proves the edit is what serves it).
+    let lab = &d.lab;
+    lab.service("web2", json!({}), &[0, 1]).await?;
+    let svcs: Api<Service> = Api::namespaced(lab.admin.clone(), v.ns);
+    cluster::wait_event(&lab.admin, v.ns, "web2", "AllocationFailed", "", WAIT)
+        .await
+        .with_context(|| d.logs())?;
+    ensure!(
+        metallb_rs::k8s::service::status_ips(&svcs.get_status("web2").await?).is_empty(),
+        "web2 got an IP from a full pool"
+    );
+    // The pack's "edit the addresses": applied live, no restart.
+    write(spectro(&[
+        "203.0.113.0-203.0.113.1",
+        "203.0.113.2-203.0.113.7",
+    ]))
+    .await?;
+    let ip2 = lab.wait_ip("web2").await.with_context(|| d.logs())?;
+    let owner2 = lab.owner_index(&[0, 1], ip2)?;
+    lab.wait_arp_owner(ip2, owner2).await?;
+    let owner = lab.owner_index(&[0, 1], ip)?;
+
+    // The pack's "rollout restart": every process restarted; no IP moves, same owners.
+    d.restart_all().await?;
+    let lab = &d.lab;
+    for (name, want, o) in [("web", ip, owner), ("web2", ip2, owner2)] {
+        let got = lab.wait_ip(name).await?;
+        ensure!(got == want, "{name} moved from {want} to {got} on restart");
+        lab.wait_arp_owner(want, o)
+            .await
+            .with_context(|| d.logs())?;
+    }
+    for name in ["web", "web2"] {
+        let _ = svcs.delete(name, &DeleteParams::default()).await;
+    }
+    Ok(())
 }
 
 /// Unit checks of the kubelet emulation.
