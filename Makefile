@@ -9,7 +9,7 @@ all: test
 ## System packages the suites need (Debian), installed only when missing.
 deps:
 	@missing=""; \
-	for p in openssl:openssl ip:iproute2 flock:util-linux setpriv:util-linux arping:arping ndisc6:ndisc6 tcpdump:tcpdump curl:curl stdbuf:coreutils ping:iputils-ping sysctl:procps \
+	for p in openssl:openssl ip:iproute2 flock:util-linux setpriv:util-linux arping:arping ndisc6:ndisc6 tcpdump:tcpdump curl:curl stdbuf:coreutils ping:iputils-ping sysctl:procps setcap:libcap2-bin \
 	         gobgpd:gobgpd gobgp:gobgpd bird:bird2 birdc:bird2 exabgp:exabgp vtysh:frr; do \
 	  command -v $${p%%:*} >/dev/null 2>&1 || missing="$$missing $${p##*:}"; \
 	done; \
@@ -21,9 +21,11 @@ deps:
 	fi
 	@command -v go >/dev/null || { echo "go >= 1.24 is required to build the test control plane (tests/harness/build.sh)"; exit 1; }
 
-## The real control plane (kube-apiserver, etcd, kubectl), built from Go modules and cached.
+## The real control plane (kube-apiserver, etcd, kubectl) and Helm v3 (chart and drop-in
+## tests), built from Go modules and cached.
 harness: deps
 	@tests/harness/build.sh
+	@tests/harness/build-helm.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

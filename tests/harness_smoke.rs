@@ -1,6 +1,6 @@
 //! Smoke test of the control-plane harness (`tests/harness/`): proves the apiserver is a real one
 //! (ClusterIP/NodePort allocation, status subresource, watch, RBAC with minted ServiceAccount
-//! tokens), that the CRDs in `manifests/crds/` are served and accept objects, and that the
+//! tokens), that the CRDs in `manifests/migration-crds/` are served and accept objects, and that the
 //! migrator's golden outputs (`migration/*/expected.yaml`) pass a server-side dry-run.
 //!
 //! Builds the binaries (`tests/harness/build.sh`) and starts the cluster itself; it fails, never
@@ -461,8 +461,10 @@ async fn crds_from_manifests_are_served_and_accept_one_object_of_each_kind() {
     let cluster = shared();
     let client = cluster.client().await.expect("admin client");
     // The same override `tests/harness/cluster start` honours.
-    let dir = std::env::var_os("HARNESS_CRDS_DIR")
-        .map_or_else(|| repo_root().join("manifests/crds"), PathBuf::from);
+    let dir = std::env::var_os("HARNESS_CRDS_DIR").map_or_else(
+        || repo_root().join("manifests/migration-crds"),
+        PathBuf::from,
+    );
     let mut expected: Vec<CustomResourceDefinition> = Vec::new();
     for file in yaml_files(&dir) {
         for doc in yaml_docs(&file) {
@@ -483,10 +485,15 @@ async fn crds_from_manifests_are_served_and_accept_one_object_of_each_kind() {
         .iter()
         .filter_map(|c| c.metadata.name.clone())
         .collect();
-    // The harness applies exactly manifests/crds/ to a bare apiserver.
-    assert_eq!(have, want, "CRDs in the cluster vs. manifests/crds/");
+    // The harness applies exactly manifests/migration-crds/ to a bare apiserver.
+    assert_eq!(
+        have, want,
+        "CRDs in the cluster vs. manifests/migration-crds/"
+    );
     if expected.is_empty() {
-        eprintln!("manifests/crds/ has no CRDs yet; only checked that the cluster has none either");
+        eprintln!(
+            "manifests/migration-crds/ has no CRDs yet; only checked that the cluster has none either"
+        );
         return;
     }
 

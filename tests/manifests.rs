@@ -1,4 +1,4 @@
-//! The committed CRDs in `manifests/crds/`.
+//! The committed CRDs in `manifests/migration-crds/`.
 //!
 //! 1. Drift: they are exactly what `k8s::crds` generates today (`UPDATE_GOLDEN=1` rewrites
 //!    them), and no stale file lingers.
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 #[test]
 fn committed_crds_match_the_types() {
-    let dir = repo().join("manifests").join("crds");
+    let dir = repo().join("manifests").join("migration-crds");
     let mut failures = Vec::new();
     let mut generated = BTreeSet::new();
     for crd in crds::crds() {
@@ -183,7 +183,7 @@ fn expectations() -> Vec<(&'static str, &'static str, &'static str, Vec<Field>)>
 fn load(plural: &str) -> Value {
     let path = repo()
         .join("manifests")
-        .join("crds")
+        .join("migration-crds")
         .join(format!("metallb.io_{plural}.yaml"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

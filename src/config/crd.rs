@@ -7,7 +7,7 @@
 //! their serde attributes define the wire format, their schemars attributes (ranges, defaults,
 //! `///` docs) define the OpenAPI schema. `crate::k8s::crds` wraps each one in a
 //! `#[serde(transparent)]` newtype carrying kube's `CustomResource` derive, so the generated
-//! CRDs (`manifests/crds/`) are built from exactly these types and the pure reader here never
+//! CRDs (`manifests/migration-crds/`) are built from exactly these types and the pure reader here never
 //! imports kube. Embedding (rather than mirroring the fields twice) means the two cannot drift;
 //! `k8s::crds` has a test that the wrapped and plain forms serialize identically anyway.
 //!

@@ -290,7 +290,7 @@ pub fn load(text: &str) -> Result<Loaded> {
     }
     if let Some(path) = find_crd_key(&loose, "", 3) {
         return Err(shape(format!(
-            "input is CRD-shaped ({path}): it describes metallb.io objects (IPAddressPool, L2Advertisement, BGPAdvertisement, BGPPeer) for MetalLB 0.13+, not the legacy ConfigMap config; there is nothing to convert, apply those objects with kubectl (see manifests/crds/ for the definitions)"
+            "input is CRD-shaped ({path}): it describes metallb.io objects (IPAddressPool, L2Advertisement, BGPAdvertisement, BGPPeer) for MetalLB 0.13+, not the legacy ConfigMap config; there is nothing to convert, apply those objects with kubectl (see manifests/migration-crds/ for the definitions)"
         )));
     }
     if let Some(cm) = get("existingConfigMap")

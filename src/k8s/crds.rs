@@ -1,5 +1,5 @@
 //! The metallb.io custom resource kinds, as kube `CustomResource`s, and the CRD manifests
-//! generated from them (`manifests/crds/`, drift-checked by `tests/manifests.rs`).
+//! generated from them (`manifests/migration-crds/`, drift-checked by `tests/manifests.rs`).
 //!
 //! Each kind is a `#[serde(transparent)]` newtype around the plain spec struct of
 //! [`crate::config::crd`], which the pure reader and the migrator use: the derive needs a
@@ -145,7 +145,7 @@ fn tidy(s: &mut JSONSchemaProps) {
     }
 }
 
-/// File name of a CRD under `manifests/crds/` (controller-gen's `<group>_<plural>.yaml`).
+/// File name of a CRD under `manifests/migration-crds/` (controller-gen's `<group>_<plural>.yaml`).
 pub fn file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)
 }

@@ -1,7 +1,7 @@
 //! Kubernetes glue (the only place `kube::` is imported).
 //!
 //! - [`crds`]: the metallb.io kinds as kube `CustomResource`s, wrapping the plain spec structs
-//!   of [`crate::config::crd`]; the source of `manifests/crds/`.
+//!   of [`crate::config::crd`]; the source of `manifests/migration-crds/`.
 
 pub mod crds;
 pub mod events;

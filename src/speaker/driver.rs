@@ -276,7 +276,15 @@ impl Args {
             tokio::spawn(watch_endpoints(client.clone(), tx.clone()));
         }
         tokio::spawn(watch_nodes(client.clone(), me.clone(), tx.clone()));
-        let labels = labels.unwrap_or_else(|| "app=metallb,component=speaker".into());
+        // Without METALLB_ML_LABELS (MetalLB's chart with `speaker.memberlist.enabled=false`)
+        // the speaker Pods carry the chart's labels, not the manifests': take the selector
+        // from this node's own DaemonSet Pod.
+        let labels = match labels {
+            Some(l) => l,
+            None => own_pod_selector(&client, &pods_ns, &me)
+                .await
+                .unwrap_or_else(|| "app=metallb,component=speaker".into()),
+        };
         let pods_watched = pods_watch_allowed(&client, &pods_ns).await;
         let normal_poll = if pods_watched {
             info!("Watching speaker Pods (RBAC allows it)");
@@ -566,6 +574,48 @@ fn pod_key(p: &Pod) -> String {
         p.meta().namespace.as_deref().unwrap_or_default(),
         p.meta().name.as_deref().unwrap_or_default()
     )
+}
+
+/// The label selector of the speaker Pods, from this node's own DaemonSet Pod in `ns` (its
+/// template labels, without the ones the DaemonSet controller adds per revision). `None` when
+/// it cannot be found (the caller falls back to MetalLB's manifest labels).
+async fn own_pod_selector(client: &Client, ns: &str, me: &str) -> Option<String> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().fields(&format!("spec.nodeName={me}"));
+    let list = match tokio::time::timeout(API_PROBE_TIMEOUT, api.list(&lp)).await {
+        Ok(Ok(list)) => list,
+        Ok(Err(e)) => {
+            warn!(error = %e, "Cannot list this node's Pods to find the speaker Pod labels");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let own = list.items.iter().find(|p| {
+        p.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "DaemonSet" && o.controller == Some(true))
+    })?;
+    let selector = template_selector(own.metadata.labels.as_ref()?);
+    info!(%selector, "Speaker Pods selected by this speaker's own Pod labels");
+    (!selector.is_empty()).then_some(selector)
+}
+
+/// `k=v,...` of a DaemonSet Pod's labels without `controller-revision-hash` and
+/// `pod-template-generation` (set per revision by the DaemonSet controller).
+fn template_selector(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "controller-revision-hash" | "pod-template-generation"
+            )
+        })
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Watch the speaker Pods and send the whole (small) set after every change.
@@ -1274,6 +1324,25 @@ impl State {
 
 #[cfg(test)]
 mod tests {
+
+    /// Without METALLB_ML_LABELS, the selector is the DaemonSet Pod's template labels.
+    #[test]
+    fn own_pod_selector_drops_revision_labels() {
+        let labels: BTreeMap<String, String> = [
+            ("app.kubernetes.io/component", "speaker"),
+            ("app.kubernetes.io/name", "metallb"),
+            ("controller-revision-hash", "5d8f"),
+            ("pod-template-generation", "3"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            template_selector(&labels),
+            "app.kubernetes.io/component=speaker,app.kubernetes.io/name=metallb"
+        );
+    }
+
     use super::*;
     use clap::Parser as _;
 

@@ -247,21 +247,7 @@ impl Cluster {
         sas.patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&sa))
             .await
             .with_context(|| format!("creating ServiceAccount {ns}/{name}"))?;
-        let request = TokenRequest {
-            spec: TokenRequestSpec {
-                expiration_seconds: Some(24 * 3600),
-                ..TokenRequestSpec::default()
-            },
-            ..TokenRequest::default()
-        };
-        let token = sas
-            .create_token_request(name, &PostParams::default(), &request)
-            .await
-            .with_context(|| format!("TokenRequest for ServiceAccount {ns}/{name}"))?
-            .status
-            .map(|s| s.token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| anyhow!("TokenRequest for {ns}/{name} returned no token"))?;
+        let token = self.service_account_token(admin, ns, name, None).await?;
 
         let admin_cfg = Kubeconfig::read_from(&self.kubeconfig)
             .with_context(|| format!("reading {}", self.kubeconfig.display()))?;
@@ -286,6 +272,40 @@ impl Cluster {
         std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
+    }
+
+    /// Mint a token for ServiceAccount `ns/name` (TokenRequest, 24 h), bound to the Pod
+    /// `(name, uid)` when given, as the kubelet's projected token is.
+    pub(crate) async fn service_account_token(
+        &self,
+        admin: &Client,
+        ns: &str,
+        name: &str,
+        bound_pod: Option<(&str, &str)>,
+    ) -> Result<String> {
+        let sas = Api::<ServiceAccount>::namespaced(admin.clone(), ns);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                expiration_seconds: Some(24 * 3600),
+                bound_object_ref: bound_pod.map(|(pod, uid)| {
+                    k8s_openapi::api::authentication::v1::BoundObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Pod".into()),
+                        name: Some(pod.into()),
+                        uid: Some(uid.into()),
+                    }
+                }),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        sas.create_token_request(name, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("TokenRequest for ServiceAccount {ns}/{name}"))?
+            .status
+            .map(|s| s.token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| anyhow!("TokenRequest for {ns}/{name} returned no token"))
     }
 
     /// A client authenticated as ServiceAccount `ns/name` (see [`Self::service_account_kubeconfig`]).
@@ -445,15 +465,23 @@ impl MetallbRbac {
 /// Run `tests/harness/build.sh` (a no-op once the binaries are cached) and return the bin dir.
 /// Its progress goes straight to the terminal (libtest does not capture child processes).
 pub(crate) fn build_binaries(harness: &Path) -> Result<PathBuf> {
-    let out = Command::new(harness.join("build.sh"))
+    run_build_script(&harness.join("build.sh")).context(
+        "the test cluster cannot start without kube-apiserver, kubectl and etcd (see the output above)",
+    )
+}
+
+/// Run a `tests/harness/build*.sh` script (a no-op once its binaries are cached) and return
+/// the bin dir it prints on its last stdout line; its progress goes to the terminal.
+pub(crate) fn run_build_script(script: &Path) -> Result<PathBuf> {
+    let out = Command::new(script)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
-        .with_context(|| format!("running {}/build.sh", harness.display()))?;
+        .with_context(|| format!("running {}", script.display()))?;
     ensure!(
         out.status.success(),
-        "tests/harness/build.sh failed ({}); the test cluster cannot start without \
-         kube-apiserver, kubectl and etcd (see its output above)",
+        "{} failed ({})",
+        script.display(),
         out.status
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -462,7 +490,7 @@ pub(crate) fn build_binaries(harness: &Path) -> Result<PathBuf> {
         .last()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .ok_or_else(|| anyhow!("tests/harness/build.sh printed no bin dir"))?;
+        .ok_or_else(|| anyhow!("{} printed no bin dir", script.display()))?;
     Ok(PathBuf::from(bin))
 }
 

@@ -98,6 +98,63 @@ pub(crate) fn expected_owner<'a>(
         .min_by_key(|n| Sha256::digest(format!("{n}#{ip}").as_bytes()).to_vec())
 }
 
+/// A "node" network namespace `netns` on the cluster bridge for Kubernetes node `name`: its
+/// address, MAC and host-side veth; service IPs on its `lo` are not answered by the kernel
+/// (the speaker answers). The speaker's metrics port is MetalLB's 7472 until set otherwise.
+pub(crate) fn sim_node(
+    cluster: &Cluster,
+    netns: &str,
+    name: &str,
+    log: PathBuf,
+) -> Result<SimNode> {
+    let addr = cluster.add_node_netns(netns)?;
+    let link: serde_json::Value =
+        serde_json::from_str(&in_ns(netns, &["ip", "-j", "link", "show", "eth0"])?)?;
+    let mac = link[0]["address"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no MAC on {netns} eth0"))?
+        .to_string();
+    let peer = link[0]["link_index"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no link_index on {netns} eth0"))?;
+    let host: serde_json::Value = serde_json::from_str(&ip_cmd(&["-j", "link", "show"])?)?;
+    let host_if = host
+        .as_array()
+        .and_then(|l| l.iter().find(|x| x["ifindex"].as_u64() == Some(peer)))
+        .and_then(|x| x["ifname"].as_str())
+        .ok_or_else(|| anyhow!("host side of {netns} not found"))?
+        .to_string();
+    // The service IPs live on lo (as kube-proxy in IPVS mode puts them on kube-ipvs0);
+    // the kernel must not answer ARP for them, the speaker does.
+    in_ns(netns, &["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"])?;
+    in_ns(netns, &["sysctl", "-qw", "net.ipv4.conf.eth0.arp_ignore=1"])?;
+    Ok(SimNode {
+        name: name.to_string(),
+        netns: netns.to_string(),
+        addr,
+        mac,
+        host_if,
+        metrics_port: 7472,
+        log,
+        speaker: None,
+    })
+}
+
+/// A client namespace `netns` on the cluster bridge with the service prefixes on-link
+/// (resolved by ARP/NDP on the bridge).
+pub(crate) fn client_netns(cluster: &Cluster, netns: &str) -> Result<()> {
+    cluster.add_node_netns(netns)?;
+    in_ns(
+        netns,
+        &["ip", "route", "add", "203.0.113.0/24", "dev", "eth0"],
+    )?;
+    in_ns(
+        netns,
+        &["ip", "-6", "route", "add", "2001:db8::/32", "dev", "eth0"],
+    )?;
+    Ok(())
+}
+
 impl Lab {
     /// A lab of `n` nodes under MetalLB `rbac`, with the controller running.
     pub(crate) async fn new(tag: &str, n: usize, rbac: MetallbRbac) -> Result<Lab> {
@@ -115,53 +172,18 @@ impl Lab {
         let short = format!("{tag}{}", std::process::id() % 10000);
         let mut nodes = Vec::new();
         for i in 0..n {
-            let netns = format!("{short}-n{i}");
-            let addr = cluster.add_node_netns(&netns)?;
-            let link: serde_json::Value =
-                serde_json::from_str(&in_ns(&netns, &["ip", "-j", "link", "show", "eth0"])?)?;
-            let mac = link[0]["address"]
-                .as_str()
-                .ok_or_else(|| anyhow!("no MAC on {netns} eth0"))?
-                .to_string();
-            let peer = link[0]["link_index"]
-                .as_u64()
-                .ok_or_else(|| anyhow!("no link_index on {netns} eth0"))?;
-            let host: serde_json::Value = serde_json::from_str(&ip_cmd(&["-j", "link", "show"])?)?;
-            let host_if = host
-                .as_array()
-                .and_then(|l| l.iter().find(|x| x["ifindex"].as_u64() == Some(peer)))
-                .and_then(|x| x["ifname"].as_str())
-                .ok_or_else(|| anyhow!("host side of {netns} not found"))?
-                .to_string();
-            // The service IPs live on lo (as kube-proxy in IPVS mode puts them on kube-ipvs0);
-            // the kernel must not answer ARP for them, the speaker does.
-            in_ns(&netns, &["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"])?;
-            in_ns(
-                &netns,
-                &["sysctl", "-qw", "net.ipv4.conf.eth0.arp_ignore=1"],
+            let log = cluster.dir().join(format!("speaker-{ns}-n{i}.log"));
+            let mut node = sim_node(
+                cluster,
+                &format!("{short}-n{i}"),
+                &format!("{ns}-n{i}"),
+                log,
             )?;
-            nodes.push(SimNode {
-                name: format!("{ns}-n{i}"),
-                netns,
-                addr,
-                mac,
-                host_if,
-                metrics_port: free_port()?,
-                log: cluster.dir().join(format!("speaker-{ns}-n{i}.log")),
-                speaker: None,
-            });
+            node.metrics_port = free_port()?;
+            nodes.push(node);
         }
         let client_ns = format!("{short}-c");
-        cluster.add_node_netns(&client_ns)?;
-        // Service IPs are on-link for the client (resolved by ARP/NDP on the bridge).
-        in_ns(
-            &client_ns,
-            &["ip", "route", "add", "203.0.113.0/24", "dev", "eth0"],
-        )?;
-        in_ns(
-            &client_ns,
-            &["ip", "-6", "route", "add", "2001:db8::/32", "dev", "eth0"],
-        )?;
+        client_netns(cluster, &client_ns)?;
         let mut lab = Lab {
             cluster,
             admin,
@@ -180,14 +202,8 @@ impl Lab {
     }
 
     pub(crate) async fn create_node_and_pod(&self, i: usize) -> Result<()> {
+        self.create_node(i).await?;
         let n = &self.nodes[i];
-        let nodes: Api<Node> = Api::all(self.admin.clone());
-        let node: Node = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name, "metallb-rs.test/ns": self.ns}},
-        }))?;
-        nodes.create(&PostParams::default(), &node).await?;
-        self.set_node_ready(i, true).await?;
         let pods: Api<Pod> = Api::namespaced(self.admin.clone(), &self.ns);
         let pod: Pod = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -202,6 +218,21 @@ impl Lab {
         }))?;
         pods.create(&PostParams::default(), &pod).await?;
         self.set_pod_ready(i, true).await
+    }
+
+    /// Create node `i`'s Node object (labelled as a kubelet labels it) and make it Ready.
+    pub(crate) async fn create_node(&self, i: usize) -> Result<()> {
+        let n = &self.nodes[i];
+        let nodes: Api<Node> = Api::all(self.admin.clone());
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": n.name, "labels": {
+                "kubernetes.io/hostname": n.name, "kubernetes.io/os": "linux",
+                "metallb-rs.test/ns": self.ns,
+            }},
+        }))?;
+        nodes.create(&PostParams::default(), &node).await?;
+        self.set_node_ready(i, true).await
     }
 
     pub(crate) async fn set_node_ready(&self, i: usize, ready: bool) -> Result<()> {
@@ -384,10 +415,14 @@ impl Lab {
         endpoint_on: &[usize],
     ) -> Result<()> {
         let mut spec = json!({
-            "type": "LoadBalancer", "loadBalancerClass": self.class,
+            "type": "LoadBalancer",
             "allocateLoadBalancerNodePorts": false,
             "ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": name},
         });
+        // An empty class: a Service without one (what MetalLB's own deploy files handle).
+        if !self.class.is_empty() {
+            spec["loadBalancerClass"] = json!(self.class);
+        }
         if let (Some(s), Some(e)) = (spec.as_object_mut(), extra_spec.as_object()) {
             for (k, v) in e {
                 s.insert(k.clone(), v.clone());
@@ -561,16 +596,7 @@ impl Lab {
 
     pub(crate) async fn metrics(&self, i: usize) -> Result<String> {
         let n = &self.nodes[i];
-        let mut s = tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::net::TcpStream::connect((n.addr.as_str(), n.metrics_port)),
-        )
-        .await??;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .await?;
-        let mut body = String::new();
-        tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut body)).await??;
-        Ok(body)
+        scrape(&n.addr, n.metrics_port).await
     }
 
     pub(crate) async fn wait_metric(
@@ -690,6 +716,20 @@ pub(crate) fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// GET `/metrics` from `addr:port` (HTTP/1.0, 2 s timeouts); returns the whole reply.
+pub(crate) async fn scrape(addr: &str, port: u16) -> Result<String> {
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect((addr, port)),
+    )
+    .await??;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut body)).await??;
+    Ok(body)
 }
 
 /// MACs in Habets arping output lines "60 bytes from aa:bb:cc:dd:ee:ff (203.0.113.1): ...".
