@@ -289,11 +289,7 @@ pub fn migrate(config: &Config, opts: &Options) -> Result<Migration, MigrateErro
 
     let mut secrets = Vec::new();
     let mut crds: Vec<CrdObject> = Vec::new();
-    let obj = |name: String, spec: Spec| CrdObject {
-        name,
-        namespace: ns.clone(),
-        spec,
-    };
+    let obj = |name: String, spec: Spec| CrdObject::new(name, ns.clone(), spec);
 
     for (i, p) in config.peers.iter().enumerate() {
         let name = format!("peer{}", i + 1);
