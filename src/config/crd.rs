@@ -869,11 +869,38 @@ pub fn read_config(docs: &[Document]) -> Result<Config, CrdError> {
         return Err(e);
     }
     let (text, origins) = legacy_text(docs)?;
-    super::parse_payload(&text).map_err(|error| CrdError::Invalid {
+    let mut config = super::parse_payload(&text).map_err(|error| CrdError::Invalid {
         object: origins.blame(&error),
         // Positions would point into our synthesized text, which the user never saw.
         error: ConfigError { pos: None, ..error },
-    })
+    })?;
+    // Legacy names of migrated pools: Services may still ask for the pool by them.
+    let legacy: BTreeMap<&str, &str> = docs
+        .iter()
+        .filter_map(|d| match d {
+            Document::Crd(o) if o.kind() == Kind::IPAddressPool => o
+                .legacy_name
+                .as_deref()
+                .filter(|l| *l != o.name)
+                .map(|l| (o.name.as_str(), l)),
+            _ => None,
+        })
+        .collect();
+    let names: BTreeSet<String> = config.pools.iter().map(|p| p.name.clone()).collect();
+    for p in &mut config.pools {
+        if let Some(l) = legacy.get(p.name.as_str()) {
+            if names.contains(*l) {
+                return Err(CrdError::Inconsistent {
+                    object: obj(Kind::IPAddressPool, &p.name),
+                    reason: format!(
+                        "annotation {LEGACY_NAME_ANNOTATION} {l:?} is the name of another IPAddressPool"
+                    ),
+                });
+            }
+            p.aliases = vec![l.to_string()];
+        }
+    }
+    Ok(config)
 }
 
 /// The legacy payload the objects stand for (deterministic for a given set of documents),

@@ -42,7 +42,9 @@ impl Payload {
     pub fn parse(&self) -> Result<Config, Rejection> {
         match self {
             Payload::Legacy(text) => parse_payload(text).map_err(Rejection::Invalid),
-            Payload::Objects(docs) => crd::read_config(docs).map_err(Rejection::Objects),
+            Payload::Objects(docs) => {
+                crd::read_config(docs).map_err(|e| Rejection::Objects(Box::new(e)))
+            }
         }
     }
 
@@ -69,7 +71,7 @@ pub enum Rejection {
     Invalid(ConfigError),
     /// The metallb.io objects do not describe a valid config (the error names the object).
     #[error("{0}")]
-    Objects(CrdError),
+    Objects(Box<CrdError>),
     /// It is valid but would strand what is in use (the caller's reason).
     #[error("{0}")]
     Stale(String),
