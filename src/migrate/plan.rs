@@ -154,7 +154,7 @@ mod tests {
         match step(&want, Some(&pool("192.0.2.0/29", false))) {
             Step::Conflict(d) => {
                 assert!(
-                    d.contains("- - 192.0.2.0/29") && d.contains("+ - 192.0.2.0/28"),
+                    d.contains("-   - 192.0.2.0/29") && d.contains("+   - 192.0.2.0/28"),
                     "{d}"
                 )
             }
