@@ -55,9 +55,12 @@ impl Config {
         self.pools.iter().find(|p| p.name == name)
     }
 
-    /// The same config with every order that carries no meaning fixed: pools and BFD profiles
-    /// by name, peers and each pool's advertisements by their canonical JSON. A ConfigMap and
-    /// the metallb.io objects read from the apiserver (listed by name) compare equal this way.
+    /// The same config with every order that carries no meaning fixed (pools and BFD profiles
+    /// by name, peers and each pool's advertisements by their canonical JSON) and every default
+    /// written out (`auto-assign` true, aggregation lengths 32 and 128, peer port 179), as the
+    /// apiserver writes the CRD schema's defaults into the objects; advertisements equal after
+    /// that count once. A ConfigMap and the objects read back from the apiserver (listed by
+    /// name, defaulted) compare equal this way.
     pub fn canonical(&self) -> Config {
         fn json<T: Serialize>(v: &T) -> String {
             serde_json::to_string(v).unwrap_or_default()
@@ -65,7 +68,16 @@ impl Config {
         let mut c = self.clone();
         c.pools.sort_by(|a, b| a.name.cmp(&b.name));
         for p in &mut c.pools {
+            p.auto_assign = Some(p.auto_assign());
+            for a in &mut p.bgp_advertisements {
+                a.aggregation_length = Some(a.aggregation_length());
+                a.aggregation_length_v6 = Some(a.aggregation_length_v6());
+            }
             p.bgp_advertisements.sort_by_cached_key(json);
+            p.bgp_advertisements.dedup();
+        }
+        for p in &mut c.peers {
+            p.peer_port = Some(p.port());
         }
         c.peers.sort_by_cached_key(json);
         c.bfd_profiles.sort_by(|a, b| a.name.cmp(&b.name));

@@ -108,8 +108,8 @@ pub fn choose(mode: Mode, s: &Signals<'_>) -> Source {
     }
 }
 
-/// The watched kinds, in [`Kind::ALL`] order.
-fn api_resource(kind: Kind) -> ApiResource {
+/// The API resource of a metallb.io kind.
+pub fn api_resource(kind: Kind) -> ApiResource {
     use super::crds as k;
     match kind {
         Kind::BGPPeer => ApiResource::erase::<k::BGPPeer>(&()),
@@ -119,6 +119,40 @@ fn api_resource(kind: Kind) -> ApiResource {
         Kind::BFDProfile => ApiResource::erase::<k::BFDProfile>(&()),
         Kind::Community => ApiResource::erase::<k::Community>(&()),
     }
+}
+
+/// Every metallb.io object of namespace `ns` (and basic-auth Secret when `secrets`), listed
+/// once and read into documents exactly as [`watch_config`] reads them (kinds in
+/// [`Kind::ALL`] order, by name within a kind). One list per kind; the caller adds timeouts
+/// and retries.
+pub async fn list_objects(client: &Client, ns: &str, secrets: bool) -> kube::Result<Vec<Document>> {
+    let mut stores: BTreeMap<Store, Objects> = BTreeMap::new();
+    for kind in Kind::ALL {
+        let ar = api_resource(kind);
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+        let store = stores.entry(Store::Object(kind)).or_default();
+        for o in api.list(&ListParams::default()).await?.items {
+            store.apply(WEvent::Apply(with_types(o, &ar)));
+        }
+    }
+    if secrets {
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let lp = ListParams::default().fields(&secret_selector());
+        let store = stores.entry(Store::Secrets).or_default();
+        for s in api.list(&lp).await?.items {
+            store.apply(value_event(WEvent::Apply(s)));
+        }
+    }
+    Ok(documents(&stores).0)
+}
+
+/// An object as JSON with `apiVersion` and `kind` (which list items lack).
+fn with_types(mut o: DynamicObject, ar: &ApiResource) -> Value {
+    o.types = Some(kube::api::TypeMeta {
+        api_version: ar.api_version.clone(),
+        kind: ar.kind.clone(),
+    });
+    serde_json::to_value(o).unwrap_or_default()
 }
 
 /// Timeout of the access checks at start.
@@ -266,7 +300,7 @@ pub async fn watch_config<T: Send + 'static>(
 
 /// One watch event, tagged with its stream.
 enum Ev {
-    Object(Kind, watcher::Result<WEvent<DynamicObject>>),
+    Object(Kind, watcher::Result<WEvent<Value>>),
     Secret(watcher::Result<WEvent<Secret>>),
     ConfigMap(watcher::Result<WEvent<ConfigMap>>),
 }
@@ -324,7 +358,10 @@ impl Objects {
 }
 
 fn value_event<K: serde::Serialize>(ev: WEvent<K>) -> WEvent<Value> {
-    let v = |k: K| serde_json::to_value(k).unwrap_or_default();
+    map_event(ev, |k| serde_json::to_value(k).unwrap_or_default())
+}
+
+fn map_event<K, V>(ev: WEvent<K>, v: impl Fn(K) -> V) -> WEvent<V> {
     match ev {
         WEvent::Init => WEvent::Init,
         WEvent::InitApply(k) => WEvent::InitApply(v(k)),
@@ -367,17 +404,7 @@ async fn run<T>(
                 .default_backoff()
                 .map(move |e| {
                     // The apiserver omits apiVersion/kind in list items: restore them.
-                    Ev::Object(
-                        kind,
-                        e.map(|ev| {
-                            ev.modify(|o| {
-                                o.types = Some(kube::api::TypeMeta {
-                                    api_version: ar.api_version.clone(),
-                                    kind: ar.kind.clone(),
-                                })
-                            })
-                        }),
-                    )
+                    Ev::Object(kind, e.map(|ev| map_event(ev, |o| with_types(o, &ar))))
                 })
                 .boxed(),
         );
@@ -436,7 +463,7 @@ async fn run<T>(
         };
         let Some(ev) = next else { return };
         let (store, ev) = match ev {
-            Ev::Object(k, Ok(ev)) => (Store::Object(k), value_event(ev)),
+            Ev::Object(k, Ok(ev)) => (Store::Object(k), ev),
             Ev::Secret(Ok(ev)) => (Store::Secrets, value_event(ev)),
             Ev::ConfigMap(Ok(ev)) => (Store::ConfigMap, value_event(ev)),
             Ev::Object(k, Err(e)) => {
@@ -485,6 +512,38 @@ fn describe(s: Source) -> &'static str {
     }
 }
 
+/// The documents of the stores: objects in [`Kind::ALL`] order, by name within a kind, then
+/// the Secrets; and each object's reference.
+fn documents(
+    stores: &BTreeMap<Store, Objects>,
+) -> (Vec<Document>, BTreeMap<ObjectName, ObjectReference>) {
+    let mut refs = BTreeMap::new();
+    let mut docs = Vec::new();
+    for kind in Kind::ALL {
+        for (name, v) in stores
+            .get(&Store::Object(kind))
+            .map(|s| &s.items)
+            .into_iter()
+            .flatten()
+        {
+            refs.insert(ObjectName::new(kind, name), value_reference(v));
+            docs.push(Document::from_value(v.clone()).unwrap_or_else(Document::Invalid));
+        }
+    }
+    for v in stores
+        .get(&Store::Secrets)
+        .map(|s| s.items.values())
+        .into_iter()
+        .flatten()
+    {
+        // Only basic-auth Secrets are listed; one that does not read is not a candidate.
+        if let Ok(d @ Document::Secret(_)) = Document::from_value(v.clone()) {
+            docs.push(d);
+        }
+    }
+    (docs, refs)
+}
+
 /// The input the stores stand for, and which source it is from.
 fn observe(opts: &Options, stores: &BTreeMap<Store, Objects>) -> (ConfigInput, Source) {
     let empty = Objects::default();
@@ -520,21 +579,7 @@ fn observe(opts: &Options, stores: &BTreeMap<Store, Objects>) -> (ConfigInput, S
         };
         return (input, source);
     }
-    // Objects in Kind::ALL order, by name within a kind; then the Secrets.
-    let mut refs: BTreeMap<ObjectName, ObjectReference> = BTreeMap::new();
-    let mut docs = Vec::new();
-    for kind in Kind::ALL {
-        for (name, v) in &store(Store::Object(kind)).items {
-            refs.insert(ObjectName::new(kind, name), value_reference(v));
-            docs.push(Document::from_value(v.clone()).unwrap_or_else(Document::Invalid));
-        }
-    }
-    for v in store(Store::Secrets).items.values() {
-        // Only basic-auth Secrets are watched; one that does not read is not a candidate.
-        if let Ok(d @ Document::Secret(_)) = Document::from_value(v.clone()) {
-            docs.push(d);
-        }
-    }
+    let (docs, refs) = documents(stores);
     let whole = cm_ref
         .as_ref()
         .map(reference)

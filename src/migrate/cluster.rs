@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 
 use super::plan::{self, FIELD_MANAGER, PREVIOUS_POOL_ANNOTATION, Step};
 use super::{Migration, Options, Resource, emit, migrate, services};
-use crate::config::crd::{self, Document, Kind};
+use crate::config::crd::{self, Kind};
 use crate::config::{self, Config};
 use crate::k8s::config_source::SOURCE_ANNOTATION;
 
@@ -114,17 +114,7 @@ fn api_for(client: &Client, ns: &str, kind: &str) -> Result<Api<DynamicObject>> 
     Ok(Api::namespaced_with(client.clone(), ns, &ar))
 }
 
-fn kind_resource(k: Kind) -> ApiResource {
-    use crate::k8s::crds as c;
-    match k {
-        Kind::BGPPeer => ApiResource::erase::<c::BGPPeer>(&()),
-        Kind::IPAddressPool => ApiResource::erase::<c::IPAddressPool>(&()),
-        Kind::BGPAdvertisement => ApiResource::erase::<c::BGPAdvertisement>(&()),
-        Kind::L2Advertisement => ApiResource::erase::<c::L2Advertisement>(&()),
-        Kind::BFDProfile => ApiResource::erase::<c::BFDProfile>(&()),
-        Kind::Community => ApiResource::erase::<c::Community>(&()),
-    }
-}
+use crate::k8s::config_source::api_resource as kind_resource;
 
 fn name_of(v: &Value) -> String {
     v.pointer("/metadata/name")
@@ -225,49 +215,6 @@ async fn current(client: &Client, ns: &str, desired: &Value) -> Result<Option<Va
     Ok(got.map(|o| serde_json::to_value(o).unwrap_or_default()))
 }
 
-/// Every metallb.io object of the namespace (and basic-auth Secret when `secrets`), read as
-/// the binaries read them.
-async fn read_back(client: &Client, ns: &str, secrets: bool) -> Result<Vec<Document>> {
-    let mut docs = Vec::new();
-    for kind in Kind::ALL {
-        let ar = kind_resource(kind);
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-        let lp = ListParams::default();
-        let list = call(&format!("listing {kind}s"), || api.list(&lp)).await?;
-        let mut items: Vec<Value> = list
-            .items
-            .into_iter()
-            .map(|mut o| {
-                o.types = Some(kube::api::TypeMeta {
-                    api_version: ar.api_version.clone(),
-                    kind: ar.kind.clone(),
-                });
-                serde_json::to_value(o).unwrap_or_default()
-            })
-            .collect();
-        items.sort_by_key(name_of);
-        docs.extend(
-            items
-                .into_iter()
-                .map(|v| Document::from_value(v).unwrap_or_else(Document::Invalid)),
-        );
-    }
-    if secrets {
-        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-        let lp = ListParams::default().fields(&format!("type={}", crd::BASIC_AUTH_SECRET_TYPE));
-        let list = call("listing Secrets", || api.list(&lp)).await?;
-        for s in list.items {
-            let mut v = serde_json::to_value(s).unwrap_or_default();
-            v["apiVersion"] = json!("v1");
-            v["kind"] = json!("Secret");
-            if let Ok(d @ Document::Secret(_)) = Document::from_value(v) {
-                docs.push(d);
-            }
-        }
-    }
-    Ok(docs)
-}
-
 /// Set the ConfigMap's source annotation (a merge patch; nothing else is touched).
 async fn set_source(client: &Client, req: &Request, value: &str) -> Result<()> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &req.namespace);
@@ -322,7 +269,12 @@ async fn apply(
     let mut conflicts = 0;
     for d in &live.objects {
         let cur = current(client, ns, d).await?;
-        let s = plan::step(d, cur.as_ref());
+        // Compare with the schema defaults written in, as the apiserver stored ours.
+        let mut want = d.clone();
+        if let (Some(k), Some(spec)) = (Kind::parse(&kind_of(d)), d.get("spec")) {
+            want["spec"] = crate::k8s::crds::with_defaults(k, spec.clone());
+        }
+        let s = plan::step(&want, cur.as_ref());
         if matches!(s, Step::Conflict(_)) {
             conflicts += 1;
         }
@@ -421,7 +373,14 @@ async fn apply(
         written += 1;
     }
     // 3. Read back through the binaries' reader; the identity must be the ConfigMap's.
-    let docs = read_back(client, ns, req.password_secrets || needs_secrets(live)).await?;
+    let docs = call("reading the metallb.io objects back", || {
+        crate::k8s::config_source::list_objects(
+            client,
+            ns,
+            req.password_secrets || needs_secrets(live),
+        )
+    })
+    .await?;
     let back = crd::read_config(&docs)
         .map_err(|e| anyhow!("the objects in {ns} do not read back as a config: {e}"))?;
     let want = expected_hash(live);
