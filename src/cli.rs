@@ -166,6 +166,18 @@ pub struct CommonArgs {
     /// Read the legacy config from this file (a mounted ConfigMap key) instead of the API.
     #[arg(long = "config-file")]
     pub config_file: Option<std::path::PathBuf>,
+    /// Where the config comes from: the `config` ConfigMap (MetalLB 0.9–0.12), the metallb.io
+    /// objects of the namespace (MetalLB 0.13 CRDs, needs manifests/rbac-crd-mode.yaml), or
+    /// `auto`: the objects once the ConfigMap's annotation metallb-rs.io/config-source says
+    /// `crds` (metallb-migrate --from-cluster --apply sets it), or when IPAddressPools exist and
+    /// the ConfigMap does not say `configmap`.
+    #[arg(
+        long = "config-source",
+        env = "METALLB_CONFIG_SOURCE",
+        value_enum,
+        default_value = "configmap"
+    )]
+    pub config_source: crate::k8s::config_source::Mode,
     /// Handle only Services of this loadBalancerClass (empty: only Services without a class).
     #[arg(long = "lb-class", default_value = "")]
     pub lb_class: String,

@@ -24,6 +24,9 @@ pub mod names {
     pub const SERVICES_ALLOCATED: &str = "metallb_allocator_services_allocated_total";
     /// metallb-rs addition: the sha256 of the config in force (label `sha256`), value 1.
     pub const CONFIG_INFO: &str = "metallb_rs_config_info";
+    /// metallb-rs addition: where the config is read from (label `source`: `configmap` or
+    /// `crds`), value 1.
+    pub const CONFIG_SOURCE: &str = "metallb_rs_config_source";
     /// Speaker: 1 per (service, protocol, node, ip) this node announces.
     pub const SPEAKER_ANNOUNCED: &str = "metallb_speaker_announced";
     /// Speaker: ARP/NDP requests received for owned IPs.
@@ -71,6 +74,8 @@ pub struct ClientMetrics {
     pub config_stale: IntGauge,
     /// `metallb_rs_config_info{sha256}`.
     pub config_info: IntGaugeVec,
+    /// `metallb_rs_config_source{source}`.
+    pub config_source: IntGaugeVec,
 }
 
 /// The controller's allocator gauges.
@@ -342,13 +347,28 @@ impl ClientMetrics {
             must(reg.register(Box::new(g.clone())));
         }
         must(reg.register(Box::new(config_info.clone())));
+        let config_source = must(IntGaugeVec::new(
+            Opts::new(
+                names::CONFIG_SOURCE,
+                "Where the configuration is read from: the ConfigMap (configmap) or the metallb.io objects (crds).",
+            ),
+            &["source"],
+        ));
+        must(reg.register(Box::new(config_source.clone())));
         ClientMetrics {
             updates,
             update_errors,
             config_loaded,
             config_stale,
             config_info,
+            config_source,
         }
+    }
+
+    /// Publish where the config is read from.
+    pub fn set_source(&self, source: &str) {
+        self.config_source.reset();
+        self.config_source.with_label_values(&[source]).set(1);
     }
 
     /// Publish the reload state.

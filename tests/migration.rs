@@ -81,6 +81,8 @@ fn run_library(dir: &Path, args: &[String]) -> Run {
     let input = read(&dir.join("input.yaml"));
     let services = a
         .services
+        .clone()
+        .flatten()
         .as_ref()
         .map(|p| (p.display().to_string(), read(&dir.join(p))));
     let req = Request {
@@ -159,7 +161,7 @@ fn round_trip(name: &str, input: &Source<'_>, only_data: bool, yaml: &str) -> Re
     };
     let outcome = migrate::convert(&req).map_err(|e| format!("{name}: {e}"))?;
     let docs =
-        crd::parse_documents(yaml).map_err(|e| format!("{name}: output does not parse: {e}"))?;
+        common::parse_documents(yaml).map_err(|e| format!("{name}: output does not parse: {e}"))?;
     for d in &docs {
         if let Document::Crd(o) = d {
             kube_typed(o.kind(), &o.to_value())
@@ -517,7 +519,7 @@ fn thousand_pools_migrate() {
     assert_eq!(outcome.migration.renames.len(), 1000);
     assert_eq!(outcome.migration.resources.len(), 2000);
     // Round trip too: every pool renamed, read back under its new name.
-    let docs = crd::parse_documents(&outcome.yaml).unwrap_or_else(|e| panic!("{e}"));
+    let docs = common::parse_documents(&outcome.yaml).unwrap_or_else(|e| panic!("{e}"));
     let back = crd::read_config(&docs).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         back,

@@ -443,7 +443,7 @@ impl Allocator {
                     .pools
                     .pool_for_all(&request.ips)
                     .ok_or_else(|| AllocError::NotAllowed(request.ips.clone()))?;
-                if self.pools.pools[pool].name != *name {
+                if !self.pools.pools[pool].answers_to(name) {
                     return Err(AllocError::PoolMismatch {
                         ips: request.ips.clone(),
                         pool: name.clone(),
@@ -481,7 +481,7 @@ impl Allocator {
         let pool_ok = request
             .pool
             .as_deref()
-            .is_none_or(|name| self.pools.pools[cur.pool].name == name);
+            .is_none_or(|name| self.pools.pools[cur.pool].answers_to(name));
         family_ok && ips_ok && pool_ok
     }
 
@@ -688,6 +688,13 @@ impl Allocator {
             .map(|p| self.pools.pools[p].name.as_str())
     }
 
+    /// Whether the pool `svc` holds its IPs from is called `name` (or has it as an alias).
+    pub fn service_pool_is(&self, svc: &str, name: &str) -> bool {
+        self.services
+            .get(svc)
+            .is_some_and(|a| self.pools.pools[a.pool].answers_to(name))
+    }
+
     /// The pool `svc`'s addresses come from (for `ip-allocated-from-pool`).
     pub fn pool_of_service(&self, svc: &str) -> Option<&str> {
         self.services
@@ -749,6 +756,7 @@ mod tests {
             avoid_buggy_ips: false,
             auto_assign: None,
             bgp_advertisements: Vec::new(),
+            aliases: Vec::new(),
         }
     }
 

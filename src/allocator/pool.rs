@@ -16,6 +16,8 @@ use crate::config::addr::to_u128;
 #[derive(Debug, Clone)]
 pub(crate) struct PoolState {
     pub(crate) name: String,
+    /// Other names Services may use for the pool ([`crate::config::Pool::aliases`]).
+    pub(crate) aliases: Vec<String>,
     pub(crate) auto_assign: bool,
     pub(crate) avoid_buggy: bool,
     /// CIDRs in config order.
@@ -40,6 +42,7 @@ impl PoolState {
             .unwrap_or(i64::MAX);
         PoolState {
             name: pool.name.clone(),
+            aliases: pool.aliases.clone(),
             auto_assign: pool.auto_assign(),
             avoid_buggy,
             spans,
@@ -47,6 +50,11 @@ impl PoolState {
             in_use: 0,
             total,
         }
+    }
+
+    /// Whether a Service asking for pool `name` means this pool.
+    pub(crate) fn answers_to(&self, name: &str) -> bool {
+        self.name == name || self.aliases.iter().any(|a| a == name)
     }
 
     /// Upstream pool membership: in one of the CIDRs, and not buggy if the pool avoids those.
@@ -109,6 +117,12 @@ impl PoolTable {
             by_name.entry(p.name.clone()).or_insert(i);
             for s in &p.spans {
                 overlapping |= index.insert(ip_from(s.family, s.lo), (s.hi, i)).is_some();
+            }
+        }
+        // A real name always wins over another pool's alias.
+        for (i, p) in pools.iter().enumerate() {
+            for a in &p.aliases {
+                by_name.entry(a.clone()).or_insert(i);
             }
         }
         let mut prev: Option<(Family, u128)> = None;

@@ -358,6 +358,7 @@ mod tests {
                 .collect(),
             avoid_buggy_ips: false,
             auto_assign: None,
+            aliases: Vec::new(),
             bgp_advertisements: ads,
         }
     }

@@ -521,16 +521,25 @@ impl Spec {
     }
 }
 
-/// A metallb.io object: name, namespace and spec.
+/// A metallb.io object: name, namespace, labels and spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrdObject {
     /// `metadata.name`.
     pub name: String,
     /// `metadata.namespace`, when set.
     pub namespace: Option<String>,
+    /// `metadata.labels` (what `ipAddressPoolSelectors` match).
+    pub labels: BTreeMap<String, String>,
+    /// `metadata.annotations[metallb-rs.io/legacy-name]`: the pool's name in the legacy
+    /// config it was migrated from, when that name was not a valid object name (Services may
+    /// still ask for the pool by it).
+    pub legacy_name: Option<String>,
     /// The spec (which also determines the kind).
     pub spec: Spec,
 }
+
+/// Annotation of an object migrated under a new name: the name in the legacy config.
+pub const LEGACY_NAME_ANNOTATION: &str = "metallb-rs.io/legacy-name";
 
 fn metadata(name: &str, namespace: Option<&str>) -> Value {
     let mut m = Map::new();
@@ -547,14 +556,64 @@ impl CrdObject {
         self.spec.kind()
     }
 
+    /// A plain object (no labels, no legacy name).
+    pub fn new(name: impl Into<String>, namespace: Option<String>, spec: Spec) -> Self {
+        CrdObject {
+            name: name.into(),
+            namespace,
+            labels: BTreeMap::new(),
+            legacy_name: None,
+            spec,
+        }
+    }
+
     /// The object as a Kubernetes manifest (`apiVersion`, `kind`, `metadata`, `spec`).
     pub fn to_value(&self) -> Value {
+        let mut meta = metadata(&self.name, self.namespace.as_deref());
+        if let Some(m) = meta.as_object_mut() {
+            if !self.labels.is_empty() {
+                m.insert("labels".into(), json!(self.labels));
+            }
+            if let Some(l) = &self.legacy_name {
+                m.insert("annotations".into(), json!({ LEGACY_NAME_ANNOTATION: l }));
+            }
+        }
         json!({
             "apiVersion": self.kind().api_version(),
             "kind": self.kind().as_str(),
-            "metadata": metadata(&self.name, self.namespace.as_deref()),
+            "metadata": meta,
             "spec": self.spec.to_value(),
         })
+    }
+
+    /// How errors name the object.
+    pub fn object_name(&self) -> ObjectName {
+        ObjectName::new(self.kind(), &self.name)
+    }
+}
+
+/// How errors name an object: its kind and name, printed `Kind "name"`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectName {
+    /// The kind (`IPAddressPool`, …, or `Secret`).
+    pub kind: String,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl ObjectName {
+    /// The name of object `name` of `kind`.
+    pub fn new(kind: impl std::fmt::Display, name: &str) -> Self {
+        ObjectName {
+            kind: kind.to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.kind, self.name)
     }
 }
 
@@ -591,6 +650,9 @@ pub enum Document {
     Crd(CrdObject),
     /// A basic-auth Secret (a candidate `passwordSecret`).
     Secret(PasswordSecret),
+    /// An object of ours that cannot be read (the reader reports it: a config with an
+    /// unreadable object is not applied).
+    Invalid(CrdError),
     /// Anything else (ignored by the reader, e.g. Service annotation patches).
     Other {
         /// `apiVersion`.
@@ -603,16 +665,14 @@ pub enum Document {
 /// Why CRD objects cannot be read into a [`Config`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CrdError {
-    /// The text is not YAML.
+    /// The text is not YAML (or the legacy rendering failed).
     #[error("could not parse YAML: {0}")]
     Yaml(String),
-    /// A document is malformed (wrong shape, unknown field, unserved version).
-    #[error("document #{index}{what}: {reason}")]
-    Document {
-        /// 1-based document index.
-        index: usize,
-        /// ` (Kind name)` when known.
-        what: String,
+    /// An object is malformed (wrong shape, unknown field, unserved version, no name).
+    #[error("{}{reason}", object.as_ref().map(|o| format!("{o}: ")).unwrap_or_default())]
+    Malformed {
+        /// The object, when it has a kind and a name.
+        object: Option<ObjectName>,
         /// What is wrong.
         reason: String,
     },
@@ -620,7 +680,7 @@ pub enum CrdError {
     #[error("{object}: {field} has no equivalent in the legacy configuration")]
     Unsupported {
         /// The object, e.g. `BGPPeer "peer1"`.
-        object: String,
+        object: ObjectName,
         /// The field, e.g. `spec.peers`.
         field: String,
     },
@@ -628,13 +688,36 @@ pub enum CrdError {
     #[error("{object}: {reason}")]
     Inconsistent {
         /// The object, e.g. `BGPPeer "peer1"`.
-        object: String,
+        object: ObjectName,
         /// What is wrong.
         reason: String,
     },
-    /// The objects are consistent but the configuration they describe is invalid.
-    #[error("the objects describe an invalid configuration: {0}")]
-    Invalid(ConfigError),
+    /// The objects are consistent but the configuration they describe is invalid; `object` is
+    /// the object the legacy validator's error is about (the second of two overlapping pools,
+    /// the peer naming an unknown BFD profile …).
+    #[error("{}the objects describe an invalid configuration: {error}", object.as_ref().map(|o| format!("{o}: ")).unwrap_or_default())]
+    Invalid {
+        /// The object at fault, when the error is about one.
+        object: Option<ObjectName>,
+        /// The legacy validator's error (positions dropped: they would point into text the
+        /// user never saw).
+        error: ConfigError,
+    },
+}
+
+impl CrdError {
+    /// The object the error is about, if it is about one.
+    pub fn object(&self) -> Option<&ObjectName> {
+        match self {
+            CrdError::Yaml(_) => None,
+            CrdError::Malformed { object, .. } | CrdError::Invalid { object, .. } => {
+                object.as_ref()
+            }
+            CrdError::Unsupported { object, .. } | CrdError::Inconsistent { object, .. } => {
+                Some(object)
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -653,104 +736,102 @@ pub fn manifest_options() -> serde_saphyr::Options {
     o
 }
 
-/// Parse a multi-document YAML manifest into documents (comments and empty documents skipped;
-/// a `kind: List` is flattened into its items).
-pub fn parse_documents(text: &str) -> Result<Vec<Document>, CrdError> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, manifest_options())
-        .map_err(|e| CrdError::Yaml(e.without_snippet().to_string()))?;
-    let mut flat = Vec::with_capacity(docs.len());
-    for d in docs {
-        match (d.get("kind").and_then(Value::as_str), d.get("items")) {
-            (Some(k), Some(Value::Array(items))) if k.ends_with("List") => {
-                flat.extend(items.iter().cloned());
+impl Document {
+    /// Read one Kubernetes object (a manifest document or what the apiserver returns):
+    /// metallb.io kinds we serve become [`Document::Crd`], `kubernetes.io/basic-auth` Secrets
+    /// [`Document::Secret`], anything else [`Document::Other`].
+    pub fn from_value(mut d: Value) -> Result<Document, CrdError> {
+        let str_at = |d: &Value, k: &str| d.get(k).and_then(Value::as_str).map(str::to_string);
+        let bad =
+            |object: Option<ObjectName>, reason: String| CrdError::Malformed { object, reason };
+        let (Some(api_version), Some(kind)) = (str_at(&d, "apiVersion"), str_at(&d, "kind")) else {
+            return Err(bad(
+                None,
+                "not a Kubernetes object (apiVersion and kind are required)".into(),
+            ));
+        };
+        let meta_str = |d: &Value, k: &str| {
+            d.pointer(&format!("/metadata/{k}"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let name = meta_str(&d, "name").filter(|n| !n.is_empty());
+        let namespace = meta_str(&d, "namespace");
+        let named = || ObjectName::new(&kind, name.as_deref().unwrap_or("<unnamed>"));
+        if let Some(group_version) = api_version.strip_prefix(&format!("{GROUP}/")) {
+            let Some(k) = Kind::parse(&kind) else {
+                return Err(bad(Some(named()), format!("unknown {GROUP} kind {kind:?}")));
+            };
+            if group_version != k.version() {
+                return Err(bad(
+                    Some(named()),
+                    format!(
+                        "{api_version} is not served: {kind} is read as {}",
+                        k.api_version()
+                    ),
+                ));
             }
-            _ => flat.push(d),
+            let Some(name) = name.clone() else {
+                return Err(bad(Some(named()), "metadata.name is required".into()));
+            };
+            let labels: BTreeMap<String, String> = d
+                .pointer("/metadata/labels")
+                .cloned()
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| bad(Some(named()), format!("metadata.labels: {e}")))?
+                .unwrap_or_default();
+            let legacy_name = d
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(LEGACY_NAME_ANNOTATION))
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string);
+            let spec_value = d.get_mut("spec").map(Value::take).unwrap_or(Value::Null);
+            let spec_value = if spec_value.is_null() {
+                json!({})
+            } else {
+                spec_value
+            };
+            let spec = Spec::from_value(k, spec_value)
+                .map_err(|e| bad(Some(named()), format!("spec: {e}")))?;
+            return Ok(Document::Crd(CrdObject {
+                name,
+                namespace,
+                labels,
+                legacy_name,
+                spec,
+            }));
         }
-    }
-    flat.into_iter()
-        .enumerate()
-        .map(|(i, d)| parse_document(i + 1, d))
-        .collect()
-}
-
-fn parse_document(index: usize, mut d: Value) -> Result<Document, CrdError> {
-    let bad = |what: String, reason: String| CrdError::Document {
-        index,
-        what,
-        reason,
-    };
-    let str_at = |d: &Value, k: &str| d.get(k).and_then(Value::as_str).map(str::to_string);
-    let (Some(api_version), Some(kind)) = (str_at(&d, "apiVersion"), str_at(&d, "kind")) else {
-        return Err(bad(
-            String::new(),
-            "not a Kubernetes object (apiVersion and kind are required)".into(),
-        ));
-    };
-    let name = d
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let namespace = d
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let what = format!(" ({kind} {})", name.as_deref().unwrap_or("<unnamed>"));
-    if let Some(group_version) = api_version.strip_prefix(&format!("{GROUP}/")) {
-        let Some(k) = Kind::parse(&kind) else {
-            return Err(bad(what, format!("unknown {GROUP} kind {kind:?}")));
-        };
-        if group_version != k.version() {
-            return Err(bad(
-                what,
-                format!(
-                    "{api_version} is not served: {kind} is read as {}",
-                    k.api_version()
-                ),
-            ));
+        if api_version == "v1"
+            && kind == "Secret"
+            && str_at(&d, "type").as_deref() == Some(BASIC_AUTH_SECRET_TYPE)
+        {
+            let Some(name) = name.clone() else {
+                return Err(bad(Some(named()), "metadata.name is required".into()));
+            };
+            let password =
+                if let Some(p) = d.pointer("/stringData/password").and_then(Value::as_str) {
+                    p.to_string()
+                } else if let Some(p) = d.pointer("/data/password").and_then(Value::as_str) {
+                    let bytes = base64_decode(p)
+                        .ok_or_else(|| bad(Some(named()), "data.password is not base64".into()))?;
+                    String::from_utf8(bytes)
+                        .map_err(|_| bad(Some(named()), "data.password is not UTF-8".into()))?
+                } else {
+                    return Err(bad(
+                        Some(named()),
+                        "a basic-auth Secret for a BGP password needs the key password".into(),
+                    ));
+                };
+            return Ok(Document::Secret(PasswordSecret {
+                name,
+                namespace,
+                password,
+            }));
         }
-        let Some(name) = name.filter(|n| !n.is_empty()) else {
-            return Err(bad(what, "metadata.name is required".into()));
-        };
-        let spec_value = d.get_mut("spec").map(Value::take).unwrap_or(Value::Null);
-        let spec_value = if spec_value.is_null() {
-            json!({})
-        } else {
-            spec_value
-        };
-        let spec = Spec::from_value(k, spec_value).map_err(|e| bad(what, format!("spec: {e}")))?;
-        return Ok(Document::Crd(CrdObject {
-            name,
-            namespace,
-            spec,
-        }));
+        Ok(Document::Other { api_version, kind })
     }
-    if api_version == "v1"
-        && kind == "Secret"
-        && str_at(&d, "type").as_deref() == Some(BASIC_AUTH_SECRET_TYPE)
-    {
-        let Some(name) = name.filter(|n| !n.is_empty()) else {
-            return Err(bad(what, "metadata.name is required".into()));
-        };
-        let password = if let Some(p) = d.pointer("/stringData/password").and_then(Value::as_str) {
-            p.to_string()
-        } else if let Some(p) = d.pointer("/data/password").and_then(Value::as_str) {
-            let bytes = base64_decode(p)
-                .ok_or_else(|| bad(what.clone(), "data.password is not base64".into()))?;
-            String::from_utf8(bytes)
-                .map_err(|_| bad(what.clone(), "data.password is not UTF-8".into()))?
-        } else {
-            return Err(bad(
-                what,
-                "a basic-auth Secret for a BGP password needs the key password".into(),
-            ));
-        };
-        return Ok(Document::Secret(PasswordSecret {
-            name,
-            namespace,
-            password,
-        }));
-    }
-    Ok(Document::Other { api_version, kind })
 }
 
 /// Decode standard base64 (with or without padding); `None` if malformed.
@@ -779,19 +860,108 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Read CRD objects back into the typed configuration (see the module docs for the rules).
+/// An error of the legacy validator is attributed to the object it is about.
 pub fn read_config(docs: &[Document]) -> Result<Config, CrdError> {
-    let legacy = to_legacy(docs)?;
+    if let Some(e) = docs.iter().find_map(|d| match d {
+        Document::Invalid(e) => Some(e.clone()),
+        _ => None,
+    }) {
+        return Err(e);
+    }
+    let (text, origins) = legacy_text(docs)?;
+    let mut config = super::parse_payload(&text).map_err(|error| CrdError::Invalid {
+        object: origins.blame(&error),
+        // Positions would point into our synthesized text, which the user never saw.
+        error: ConfigError { pos: None, ..error },
+    })?;
+    // Legacy names of migrated pools: Services may still ask for the pool by them.
+    let legacy: BTreeMap<&str, &str> = docs
+        .iter()
+        .filter_map(|d| match d {
+            Document::Crd(o) if o.kind() == Kind::IPAddressPool => o
+                .legacy_name
+                .as_deref()
+                .filter(|l| *l != o.name)
+                .map(|l| (o.name.as_str(), l)),
+            _ => None,
+        })
+        .collect();
+    let names: BTreeSet<String> = config.pools.iter().map(|p| p.name.clone()).collect();
+    for p in &mut config.pools {
+        if let Some(l) = legacy.get(p.name.as_str()) {
+            if names.contains(*l) {
+                return Err(CrdError::Inconsistent {
+                    object: obj(Kind::IPAddressPool, &p.name),
+                    reason: format!(
+                        "annotation {LEGACY_NAME_ANNOTATION} {l:?} is the name of another IPAddressPool"
+                    ),
+                });
+            }
+            p.aliases = vec![l.to_string()];
+        }
+    }
+    Ok(config)
+}
+
+/// The legacy payload the objects stand for (deterministic for a given set of documents),
+/// and which object each legacy entry came from.
+pub fn legacy_text(docs: &[Document]) -> Result<(String, Origins), CrdError> {
+    let (legacy, origins) = to_legacy_with_origins(docs)?;
     // Plain or quoted scalars only: no folding of long values on the way through.
     let opts = serde_saphyr::ser_options! { prefer_block_scalars: false };
     let text = serde_saphyr::to_string_with_options(&legacy, opts)
         .map_err(|e| CrdError::Yaml(e.to_string()))?;
-    // Positions would point into our synthesized text, which the user never saw.
-    super::parse_payload(&text).map_err(|e| CrdError::Invalid(ConfigError { pos: None, ..e }))
+    Ok((text, origins))
 }
 
-/// Parse a manifest and read it (see [`parse_documents`] and [`read_config`]).
-pub fn read_str(text: &str) -> Result<Config, CrdError> {
-    read_config(&parse_documents(text)?)
+/// The identity of a set of documents (what the hot-reload hash gate compares): hex sha256
+/// of their canonical JSON, objects sorted by kind and name, Secrets by name.
+pub fn identity(docs: &[Document]) -> String {
+    let mut items: Vec<(String, String, Value)> = docs
+        .iter()
+        .filter_map(|d| match d {
+            Document::Crd(o) => Some((o.kind().as_str().to_string(), o.name.clone(), o.to_value())),
+            Document::Secret(s) => Some(("Secret".into(), s.name.clone(), s.to_value())),
+            Document::Invalid(e) => Some((
+                "~".into(),
+                String::new(),
+                json!({ "invalid": e.to_string() }),
+            )),
+            Document::Other { .. } => None,
+        })
+        .collect();
+    items.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let values: Vec<&Value> = items.iter().map(|(_, _, v)| v).collect();
+    let bytes = serde_json::to_vec(&values).unwrap_or_default();
+    super::input::sha256_hex(&bytes)
+}
+
+/// Which object each entry of the synthesized legacy config came from, so that the legacy
+/// validator's errors (`address pool #2`, `peer #1` …) can be reported on the object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origins {
+    /// `peers[i]`.
+    pub peers: Vec<ObjectName>,
+    /// `address-pools[i]`.
+    pub pools: Vec<ObjectName>,
+    /// `bfd-profiles[i]`.
+    pub bfd_profiles: Vec<ObjectName>,
+    /// `bgp-communities` aliases.
+    pub communities: BTreeMap<String, ObjectName>,
+}
+
+impl Origins {
+    /// The object a legacy validation error is about.
+    pub fn blame(&self, e: &ConfigError) -> Option<ObjectName> {
+        use super::Object;
+        let at = |list: &[ObjectName], index: usize| list.get(index.checked_sub(1)?).cloned();
+        match e.object.as_ref()? {
+            Object::Peer { index, .. } => at(&self.peers, *index),
+            Object::Pool { index, .. } => at(&self.pools, *index),
+            Object::BfdProfile { index, .. } => at(&self.bfd_profiles, *index),
+            Object::CommunityAlias { alias } => self.communities.get(alias).cloned(),
+        }
+    }
 }
 
 /// Objects of one kind with their names.
@@ -810,9 +980,9 @@ fn collect<'a, T>(docs: &'a [Document], pick: impl Fn(&'a Spec) -> Option<&'a T>
     ByKind { items }
 }
 
-/// `Kind "name"`, how errors name an object.
-fn obj(kind: impl std::fmt::Display, name: &str) -> String {
-    format!("{kind} {name:?}")
+/// How errors name an object.
+fn obj(kind: impl std::fmt::Display, name: &str) -> ObjectName {
+    ObjectName::new(kind, name)
 }
 
 fn some_str(s: &Option<String>) -> Option<&str> {
@@ -821,6 +991,11 @@ fn some_str(s: &Option<String>) -> Option<&str> {
 
 /// Map CRD objects onto the legacy `config` document (as a JSON value with legacy keys).
 pub fn to_legacy(docs: &[Document]) -> Result<Value, CrdError> {
+    to_legacy_with_origins(docs).map(|(v, _)| v)
+}
+
+fn to_legacy_with_origins(docs: &[Document]) -> Result<(Value, Origins), CrdError> {
+    let mut origins = Origins::default();
     check_namespaces(docs)?;
     check_unique_names(docs)?;
     let peers = collect(docs, |s| match s {
@@ -865,6 +1040,11 @@ pub fn to_legacy(docs: &[Document]) -> Result<Value, CrdError> {
             .iter()
             .map(|(name, p)| legacy_peer(name, p, &secrets))
             .collect::<Result<Vec<_>, _>>()?;
+        origins.peers = peers
+            .items
+            .iter()
+            .map(|(n, _)| obj(Kind::BGPPeer, n))
+            .collect();
         out.insert("peers".into(), Value::Array(list));
     }
 
@@ -884,6 +1064,9 @@ pub fn to_legacy(docs: &[Document]) -> Result<Value, CrdError> {
                     field: format!("large community {:?}", a.name),
                 });
             }
+            origins
+                .communities
+                .insert(a.name.clone(), obj(Kind::Community, name));
             if aliases.insert(a.name.clone(), json!(a.value)).is_some() {
                 return Err(inconsistent(format!(
                     "community alias {:?} is defined twice",
@@ -896,7 +1079,15 @@ pub fn to_legacy(docs: &[Document]) -> Result<Value, CrdError> {
         out.insert("bgp-communities".into(), Value::Object(aliases));
     }
 
-    let pool_names: BTreeSet<&str> = pools.items.iter().map(|(n, _)| *n).collect();
+    let pool_labels: BTreeMap<&str, &BTreeMap<String, String>> = docs
+        .iter()
+        .filter_map(|d| match d {
+            Document::Crd(o) if o.kind() == Kind::IPAddressPool => {
+                Some((o.name.as_str(), &o.labels))
+            }
+            _ => None,
+        })
+        .collect();
     // Which advertisements announce which pool, in document order.
     let mut l2_of: BTreeMap<&str, &str> = BTreeMap::new();
     let mut bgp_of: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
@@ -905,9 +1096,6 @@ pub fn to_legacy(docs: &[Document]) -> Result<Value, CrdError> {
             object: obj(Kind::L2Advertisement, name),
             field: field.to_string(),
         };
-        if !ad.ip_address_pool_selectors.is_empty() {
-            return Err(unsupported("spec.ipAddressPoolSelectors"));
-        }
         if !ad.node_selectors.is_empty() {
             return Err(unsupported("spec.nodeSelectors"));
         }
@@ -915,10 +1103,10 @@ pub fn to_legacy(docs: &[Document]) -> Result<Value, CrdError> {
             return Err(unsupported("spec.interfaces"));
         }
         for pool in targets(
-            Kind::L2Advertisement,
-            name,
+            obj(Kind::L2Advertisement, name),
             &ad.ip_address_pools,
-            &pool_names,
+            &ad.ip_address_pool_selectors,
+            &pool_labels,
         )? {
             l2_of.entry(pool).or_insert(name);
         }
@@ -928,9 +1116,6 @@ pub fn to_legacy(docs: &[Document]) -> Result<Value, CrdError> {
             object: obj(Kind::BGPAdvertisement, name),
             field: field.to_string(),
         };
-        if !ad.ip_address_pool_selectors.is_empty() {
-            return Err(unsupported("spec.ipAddressPoolSelectors"));
-        }
         if !ad.node_selectors.is_empty() {
             return Err(unsupported("spec.nodeSelectors"));
         }
@@ -944,10 +1129,10 @@ pub fn to_legacy(docs: &[Document]) -> Result<Value, CrdError> {
         }
         let legacy = legacy_advertisement(ad);
         for pool in targets(
-            Kind::BGPAdvertisement,
-            name,
+            obj(Kind::BGPAdvertisement, name),
             &ad.ip_address_pools,
-            &pool_names,
+            &ad.ip_address_pool_selectors,
+            &pool_labels,
         )? {
             let ads = bgp_of.entry(pool).or_default();
             // Identical advertisements of one pool announce the same routes: keep one.
@@ -1005,6 +1190,7 @@ pub fn to_legacy(docs: &[Document]) -> Result<Value, CrdError> {
                 }
             }
             list.push(Value::Object(m));
+            origins.pools.push(obj(Kind::IPAddressPool, name));
         }
         out.insert("address-pools".into(), Value::Array(list));
     }
@@ -1015,19 +1201,24 @@ pub fn to_legacy(docs: &[Document]) -> Result<Value, CrdError> {
             .iter()
             .map(|(name, b)| legacy_bfd(name, b))
             .collect();
+        origins.bfd_profiles = bfds
+            .items
+            .iter()
+            .map(|(n, _)| obj(Kind::BFDProfile, n))
+            .collect();
         out.insert("bfd-profiles".into(), Value::Array(list));
     }
-    Ok(Value::Object(out))
+    Ok((Value::Object(out), origins))
 }
 
 /// Every object and Secret must be in one namespace (or leave it unset).
 fn check_namespaces(docs: &[Document]) -> Result<(), CrdError> {
-    let mut seen: Option<(&str, String)> = None;
+    let mut seen: Option<(&str, ObjectName)> = None;
     for d in docs {
         let (ns, who) = match d {
             Document::Crd(o) => (o.namespace.as_deref(), obj(o.kind(), &o.name)),
             Document::Secret(s) => (s.namespace.as_deref(), obj("Secret", &s.name)),
-            Document::Other { .. } => continue,
+            Document::Invalid(_) | Document::Other { .. } => continue,
         };
         let Some(ns) = ns else { continue };
         match &seen {
@@ -1062,30 +1253,68 @@ fn check_unique_names(docs: &[Document]) -> Result<(), CrdError> {
     Ok(())
 }
 
-/// The pools an advertisement names (empty list: every pool).
+/// The pools an advertisement announces: those it lists in `ipAddressPools` and those its
+/// `ipAddressPoolSelectors` select by label; neither set means every pool (MetalLB 0.13).
 fn targets<'a>(
-    kind: Kind,
-    name: &str,
-    listed: &'a [String],
-    pools: &BTreeSet<&'a str>,
+    who: ObjectName,
+    listed: &[String],
+    selectors: &[LabelSelector],
+    pools: &BTreeMap<&'a str, &BTreeMap<String, String>>,
 ) -> Result<Vec<&'a str>, CrdError> {
-    if listed.is_empty() {
-        return Ok(pools.iter().copied().collect());
+    if listed.is_empty() && selectors.is_empty() {
+        return Ok(pools.keys().copied().collect());
     }
-    listed
-        .iter()
-        .map(|p| {
-            pools
-                .get(p.as_str())
-                .copied()
-                .ok_or_else(|| CrdError::Inconsistent {
-                    object: obj(kind, name),
-                    reason: format!(
-                        "spec.ipAddressPools names {p:?}, which is not an IPAddressPool here"
-                    ),
-                })
-        })
-        .collect()
+    let mut out: Vec<&'a str> = Vec::new();
+    for p in listed {
+        let Some((name, _)) = pools.get_key_value(p.as_str()) else {
+            return Err(CrdError::Inconsistent {
+                object: who,
+                reason: format!(
+                    "spec.ipAddressPools names {p:?}, which is not an IPAddressPool here"
+                ),
+            });
+        };
+        if !out.contains(name) {
+            out.push(name);
+        }
+    }
+    for (i, sel) in selectors.iter().enumerate() {
+        for (name, labels) in pools {
+            let hit = selector_matches(sel, labels).map_err(|reason| CrdError::Inconsistent {
+                object: who.clone(),
+                reason: format!("spec.ipAddressPoolSelectors[{i}]: {reason}"),
+            })?;
+            if hit && !out.contains(name) {
+                out.push(name);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a label selector selects these labels (`metav1.LabelSelector` semantics).
+fn selector_matches(s: &LabelSelector, labels: &BTreeMap<String, String>) -> Result<bool, String> {
+    if !s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        return Ok(false);
+    }
+    for r in &s.match_expressions {
+        let have = labels.get(&r.key);
+        let ok = match r.operator.as_str() {
+            "In" => have.is_some_and(|v| r.values.contains(v)),
+            "NotIn" => have.is_none_or(|v| !r.values.contains(v)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            other => {
+                return Err(format!(
+                    "matchExpressions operator {other:?} is not one of In, NotIn, Exists, DoesNotExist"
+                ));
+            }
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn legacy_selector(s: &LabelSelector) -> Value {
@@ -1229,6 +1458,18 @@ fn legacy_bfd(name: &str, b: &BFDProfileSpec) -> Value {
 mod tests {
     use super::*;
 
+    /// Read a multi-document manifest (the integration tests read files the same way).
+    fn read_str(text: &str) -> Result<Config, CrdError> {
+        let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, manifest_options())
+            .map_err(|e| CrdError::Yaml(e.to_string()))?;
+        let docs = docs
+            .into_iter()
+            .filter(|d| !d.is_null())
+            .map(Document::from_value)
+            .collect::<Result<Vec<_>, _>>()?;
+        read_config(&docs)
+    }
+
     const PEER_AND_POOL: &str = r#"
 apiVersion: metallb.io/v1beta2
 kind: BGPPeer
@@ -1305,7 +1546,12 @@ spec: {communities: [{name: no-export, value: "65535:65281"}]}
     fn runs_the_legacy_validation() {
         let text = PEER_AND_POOL.replace("holdTime: 2m0s", "holdTime: 1s");
         let e = read_str(&text).unwrap_err();
-        assert!(matches!(e, CrdError::Invalid(_)), "{e}");
+        assert!(matches!(e, CrdError::Invalid { .. }), "{e}");
+        assert_eq!(
+            e.object(),
+            Some(&ObjectName::new("BGPPeer", "peer1")),
+            "{e}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod duration;
 pub mod error;
 pub mod input;
 pub mod legacy;
+pub mod names;
 pub mod parse;
 pub mod selector;
 pub mod validate;
@@ -52,6 +53,49 @@ impl Config {
     /// The pool with this name.
     pub fn pool(&self, name: &str) -> Option<&Pool> {
         self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// The same config with every order that carries no meaning fixed (pools and BFD profiles
+    /// by name, peers and each pool's advertisements by their canonical JSON) and every default
+    /// written out (`auto-assign` true, aggregation lengths 32 and 128, peer port 179), as the
+    /// apiserver writes the CRD schema's defaults into the objects; advertisements equal after
+    /// that count once. A ConfigMap and the objects read back from the apiserver (listed by
+    /// name, defaulted) compare equal this way.
+    pub fn canonical(&self) -> Config {
+        fn json<T: Serialize>(v: &T) -> String {
+            serde_json::to_string(v).unwrap_or_default()
+        }
+        let mut c = self.clone();
+        c.pools.sort_by(|a, b| a.name.cmp(&b.name));
+        for p in &mut c.pools {
+            p.auto_assign = Some(p.auto_assign());
+            for a in &mut p.bgp_advertisements {
+                a.aggregation_length = Some(a.aggregation_length());
+                a.aggregation_length_v6 = Some(a.aggregation_length_v6());
+            }
+            p.bgp_advertisements.sort_by_cached_key(json);
+            p.bgp_advertisements.dedup();
+        }
+        for p in &mut c.peers {
+            p.peer_port = Some(p.port());
+        }
+        c.peers.sort_by_cached_key(json);
+        c.bfd_profiles.sort_by(|a, b| a.name.cmp(&b.name));
+        c
+    }
+
+    /// The semantic identity of the config: hex sha256 of the canonical JSON of
+    /// [`Config::canonical`] without pool aliases (same pools, addresses, peers,
+    /// advertisements, communities and BFD profiles give the same hash, whatever the source).
+    /// `metallb-migrate --from-cluster --apply` switches sources only when the objects it
+    /// wrote read back with the ConfigMap's identity.
+    pub fn semantic_hash(&self) -> String {
+        let mut c = self.canonical();
+        for p in &mut c.pools {
+            p.aliases.clear();
+        }
+        let bytes = serde_json::to_vec(&c).unwrap_or_default();
+        input::sha256_hex(&bytes)
     }
 }
 
@@ -206,6 +250,11 @@ pub struct Pool {
     pub auto_assign: Option<bool>,
     /// BGP advertisements (bgp pools only; a bgp pool with none written has one default).
     pub bgp_advertisements: Vec<BgpAdvertisement>,
+    /// Other names Services may ask for this pool by: its legacy name when it was migrated to
+    /// a metallb.io IPAddressPool under a new one (`metallb-rs.io/legacy-name`). Empty in
+    /// legacy configs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 impl Pool {

@@ -41,16 +41,33 @@ pub fn from_raw(raw: &RawConfig) -> Result<Config> {
     let bfd_profiles = parse_bfd_profiles(raw.bfd_profiles.as_deref().unwrap_or_default())?;
     let peers = parse_peers(raw.peers.as_deref().unwrap_or_default(), &bfd_profiles)?;
     let bgp_communities = parse_aliases(raw.bgp_communities.as_ref())?;
-    let pools = parse_pools(
+    let mut pools = parse_pools(
         raw.address_pools.as_deref().unwrap_or_default(),
         &bgp_communities,
     )?;
+    add_object_name_aliases(&mut pools);
     Ok(Config {
         peers,
         bgp_communities,
         pools,
         bfd_profiles,
     })
+}
+
+/// A pool whose name is not a valid Kubernetes object name also answers to the name
+/// `metallb-migrate` gives its IPAddressPool ([`super::names::normalize`]), unless another
+/// pool is called that: Services already patched to the new name keep their IP while the
+/// ConfigMap is still (or again) the config source.
+fn add_object_name_aliases(pools: &mut [Pool]) {
+    let names: std::collections::BTreeSet<String> = pools.iter().map(|p| p.name.clone()).collect();
+    for p in pools {
+        if let Some(n) = super::names::normalize(&p.name)
+            && n != p.name
+            && !names.contains(&n)
+        {
+            p.aliases = vec![n];
+        }
+    }
 }
 
 /// Builds located errors for one object.
@@ -466,6 +483,7 @@ fn parse_pool(r: &RawPool, at: &At, aliases: &BTreeMap<String, Community>) -> Re
         Protocol::Bgp => parse_advertisements(raw_ads, &addresses, at, aliases)?,
     };
     Ok(Pool {
+        aliases: Vec::new(),
         name,
         protocol,
         addresses,

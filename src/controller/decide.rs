@@ -180,7 +180,7 @@ fn keep_current(
     }
     held.extend(current);
     if let Some(pool) = request.pool.as_deref()
-        && alloc.pool_of_service(key) != Some(pool)
+        && !alloc.service_pool_is(key, pool)
     {
         info!(service = %key, ips = %quote_ips(current), "A different pool was requested, clearing");
         alloc.unassign(key);

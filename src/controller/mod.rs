@@ -53,7 +53,7 @@ use crate::k8s::events::{Kind, Recorder};
 use crate::k8s::service::{self as svcs, LeanService, Record};
 use crate::k8s::source;
 use crate::metrics::{AllocatorMetrics, ClientMetrics};
-use crate::reload::{Reload, Reloader};
+use crate::reload::{Payload, Reload, Reloader};
 use decide::Action;
 
 /// Field manager / Event source of our writes.
@@ -117,7 +117,7 @@ fn config_input(c: source::ConfigInput) -> Input {
 enum Input {
     /// The config payload (`None`: the ConfigMap or file does not exist), with the object to
     /// attach Events to.
-    Config(Option<String>, Option<ObjectReference>),
+    Config(Option<Payload>, Option<ObjectReference>),
     /// A Service watch event, the Service already reduced to its [`Record`].
     Service(SvcEvent),
 }
@@ -200,27 +200,22 @@ impl Args {
         }
 
         let (tx, rx) = mpsc::channel(1024);
-        match &self.common.config_file {
-            Some(path) => {
-                tokio::spawn(source::watch_file(path.clone(), tx.clone(), config_input));
-            }
-            None => {
-                tokio::spawn(source::watch_configmap(
-                    client.clone(),
-                    ns.clone(),
-                    self.common.config.clone(),
-                    tx.clone(),
-                    config_input,
-                ));
-            }
-        }
+        let recorder = Recorder::new(client.clone(), "metallb-controller", None);
+        crate::k8s::config_source::spawn(
+            &self.common,
+            &client,
+            &ns,
+            Some(recorder.clone()),
+            Some(client_metrics.clone()),
+            tx.clone(),
+            config_input,
+        )?;
         tokio::spawn(watch_services(
             client.clone(),
             self.common.lb_class.clone(),
             tx.clone(),
         ));
 
-        let recorder = Recorder::new(client.clone(), "metallb-controller", None);
         let (written_tx, written_rx) = mpsc::unbounded_channel();
         let mut state = State {
             client,
@@ -506,7 +501,7 @@ impl State {
                     if obj.is_some() {
                         self.config_ref = obj;
                     }
-                    self.offer_config(payload.as_deref()).await;
+                    self.offer_config(payload.as_ref()).await;
                 }
                 Input::Service(ev) => match ev {
                     SvcEvent::Init => init.clear(),
@@ -638,7 +633,7 @@ impl State {
         }
     }
 
-    async fn offer_config(&mut self, payload: Option<&str>) {
+    async fn offer_config(&mut self, payload: Option<&Payload>) {
         let alloc = &self.alloc;
         let outcome = self
             .reload

@@ -145,6 +145,47 @@ fn tidy(s: &mut JSONSchemaProps) {
     }
 }
 
+/// `spec` with the defaults of `kind`'s schema written in, as the apiserver writes them when
+/// it stores an object (so an object we are about to write compares equal to the one it
+/// stored).
+pub fn with_defaults(kind: spec::Kind, mut spec: serde_json::Value) -> serde_json::Value {
+    let crd = crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind.as_str());
+    let props = crd
+        .as_ref()
+        .and_then(|c| c.spec.versions.first())
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .and_then(|s| s.properties.as_ref())
+        .and_then(|p| p.get("spec"));
+    if let Some(schema) = props {
+        default_into(schema, &mut spec);
+    }
+    spec
+}
+
+fn default_into(schema: &JSONSchemaProps, v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, p) in schema.properties.iter().flatten() {
+                if let (false, Some(d)) = (m.contains_key(k), &p.default) {
+                    m.insert(k.clone(), d.0.clone());
+                }
+                if let Some(child) = m.get_mut(k) {
+                    default_into(p, child);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            if let Some(JSONSchemaPropsOrArray::Schema(p)) = &schema.items {
+                items.iter_mut().for_each(|i| default_into(p, i));
+            }
+        }
+        _ => {}
+    }
+}
+
 /// File name of a CRD under `manifests/migration-crds/` (controller-gen's `<group>_<plural>.yaml`).
 pub fn file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)

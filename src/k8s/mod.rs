@@ -3,6 +3,7 @@
 //! - [`crds`]: the metallb.io kinds as kube `CustomResource`s, wrapping the plain spec structs
 //!   of [`crate::config::crd`]; the source of `manifests/migration-crds/`.
 
+pub mod config_source;
 pub mod crds;
 pub mod events;
 pub mod lean;

@@ -18,14 +18,17 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::events::reference;
+use crate::reload::Payload;
 
 /// One observation of the config source.
 #[derive(Debug, Clone)]
 pub struct ConfigInput {
-    /// The `config` key's payload (`None`: the ConfigMap or file does not exist; an absent key
-    /// reads as the empty payload, a valid empty config).
-    pub payload: Option<String>,
-    /// The ConfigMap, to attach Events to (`None` in file mode or when never seen).
+    /// The `config` key's payload or the metallb.io objects (`None`: the ConfigMap or file
+    /// does not exist; an absent key reads as the empty payload, a valid empty config).
+    pub payload: Option<Payload>,
+    /// The object to attach Events to: the ConfigMap, or in CRD mode the object a rejection
+    /// is about (else the ConfigMap or the first IPAddressPool); `None` in file mode or when
+    /// never seen.
     pub reference: Option<ObjectReference>,
 }
 
@@ -88,7 +91,7 @@ pub async fn watch_configmap<T>(
                     .cloned()
                     .unwrap_or_default();
                 ConfigInput {
-                    payload: Some(payload),
+                    payload: Some(Payload::Legacy(payload)),
                     reference: Some(reference(&cm)),
                 }
             }
@@ -118,7 +121,7 @@ pub async fn watch_configmap<T>(
 pub async fn watch_file<T>(path: PathBuf, tx: mpsc::Sender<T>, wrap: impl Fn(ConfigInput) -> T) {
     use notify::{RecursiveMode, Watcher};
     let read = |p: &PathBuf| ConfigInput {
-        payload: std::fs::read_to_string(p).ok(),
+        payload: std::fs::read_to_string(p).ok().map(Payload::Legacy),
         reference: None,
     };
     let (ntx, mut nrx) = mpsc::channel::<()>(16);

@@ -37,8 +37,30 @@ applied with `kubectl patch service NAME -n NS --type merge -p '{\"metadata\":..
 pub struct Args {
     /// The legacy config: a ConfigMap manifest, the bare `config` payload or Helm values with
     /// configInline; `-` reads stdin.
-    #[arg(value_name = "INPUT")]
-    pub input: PathBuf,
+    #[arg(value_name = "INPUT", required_unless_present = "from_cluster")]
+    pub input: Option<PathBuf>,
+    /// Read the live ConfigMap (kubeconfig as kubectl finds it) and migrate inside the
+    /// cluster: --dry-run (default) prints the objects and what would change, --apply writes,
+    /// verifies and switches `--config-source=auto` binaries over, --rollback switches back
+    /// and removes what --apply wrote.
+    #[arg(long, conflicts_with_all = ["input", "output", "only_data", "check"])]
+    pub from_cluster: bool,
+    /// With --from-cluster: write nothing (the default).
+    #[arg(long, requires = "from_cluster", conflicts_with_all = ["apply", "rollback"])]
+    pub dry_run: bool,
+    /// With --from-cluster: server-side apply the objects, read them back, and only when they
+    /// give the ConfigMap's config switch the source (ConfigMap annotation
+    /// metallb-rs.io/config-source: crds).
+    #[arg(long, requires = "from_cluster", conflicts_with = "rollback")]
+    pub apply: bool,
+    /// With --from-cluster: switch back to the ConfigMap, restore rewritten Service
+    /// annotations, delete the objects --apply wrote (label app.kubernetes.io/managed-by:
+    /// metallb-migrate) and nothing else.
+    #[arg(long, requires = "from_cluster")]
+    pub rollback: bool,
+    /// With --from-cluster: the ConfigMap's name.
+    #[arg(long, default_value = "config", requires = "from_cluster")]
+    pub configmap: String,
     /// Write the objects to FILE instead of stdout (atomically; never on error).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -53,9 +75,10 @@ pub struct Args {
     #[arg(long)]
     pub password_secrets: bool,
     /// A `kubectl get svc -A -o yaml` dump: emit annotation patches for Services naming renamed
-    /// pools, and warn about annotations naming pools that do not exist.
-    #[arg(long, value_name = "FILE")]
-    pub services: Option<PathBuf>,
+    /// pools, and warn about annotations naming pools that do not exist. With --from-cluster,
+    /// no FILE: the cluster's Services are read and patched.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub services: Option<Option<PathBuf>>,
     /// Write nothing; list what would be renamed or patched and exit 2 if anything would.
     #[arg(long, conflicts_with = "output")]
     pub check: bool,
@@ -147,10 +170,50 @@ impl Args {
             password_secrets,
             services,
             check,
+            from_cluster,
+            dry_run: _,
+            apply,
+            rollback,
+            configmap,
         } = self;
         let fail = |stderr: &mut dyn Write, msg: &str| {
             let _ = writeln!(stderr, "{msg}");
             1
+        };
+        if from_cluster {
+            if matches!(services, Some(Some(_))) {
+                return fail(
+                    stderr,
+                    "--services takes no FILE with --from-cluster: the cluster's Services are read",
+                );
+            }
+            let req = super::cluster::Request {
+                namespace: namespace.unwrap_or_else(|| super::DEFAULT_NAMESPACE.into()),
+                configmap,
+                services: services.is_some(),
+                password_secrets,
+                action: if apply {
+                    super::cluster::Action::Apply
+                } else if rollback {
+                    super::cluster::Action::Rollback
+                } else {
+                    super::cluster::Action::DryRun
+                },
+            };
+            return super::cluster::main(&req, stdout, stderr);
+        }
+        let (Some(input), services) = (input, services) else {
+            return fail(stderr, "INPUT is required (or --from-cluster)");
+        };
+        let services = match services {
+            Some(None) => {
+                return fail(
+                    stderr,
+                    "--services needs a FILE (a kubectl get svc -A -o yaml dump)",
+                );
+            }
+            Some(Some(p)) => Some(p),
+            None => None,
         };
         let (input_name, input_text) = match read_source(&input, stdin) {
             Ok(s) => s,

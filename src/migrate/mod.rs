@@ -35,8 +35,10 @@
 //! `status: {}` noise.
 
 pub mod cli;
+pub mod cluster;
 pub mod emit;
-pub mod names;
+pub mod plan;
+pub use crate::config::names;
 pub mod services;
 
 use std::collections::BTreeMap;
@@ -289,11 +291,7 @@ pub fn migrate(config: &Config, opts: &Options) -> Result<Migration, MigrateErro
 
     let mut secrets = Vec::new();
     let mut crds: Vec<CrdObject> = Vec::new();
-    let obj = |name: String, spec: Spec| CrdObject {
-        name,
-        namespace: ns.clone(),
-        spec,
-    };
+    let obj = |name: String, spec: Spec| CrdObject::new(name, ns.clone(), spec);
 
     for (i, p) in config.peers.iter().enumerate() {
         let name = format!("peer{}", i + 1);
@@ -355,10 +353,12 @@ pub fn migrate(config: &Config, opts: &Options) -> Result<Migration, MigrateErro
             avoid_buggy_ips: p.avoid_buggy_ips,
             service_allocation: None,
         };
-        crds.push(obj(
-            lookup(&pools.names, &p.name),
-            Spec::IPAddressPool(spec),
-        ));
+        let mut o = obj(lookup(&pools.names, &p.name), Spec::IPAddressPool(spec));
+        if o.name != p.name {
+            // Services may still ask for the pool by its legacy name.
+            o.legacy_name = Some(p.name.clone());
+        }
+        crds.push(o);
     }
 
     let mut k = 0;
@@ -444,7 +444,8 @@ pub fn migrate(config: &Config, opts: &Options) -> Result<Migration, MigrateErro
 }
 
 /// The config that reading the migration's objects back must give (`config::crd`): the
-/// original with the renames applied and the documented normalizations — `peer-port: 0`
+/// original with the renames applied (a renamed pool keeps its legacy name as an alias) and
+/// the documented normalizations — `peer-port: 0`
 /// becomes absent (both mean 179), and identical advertisements of one pool (possible in the
 /// legacy config when they differ only as written, e.g. `localpref: 0` and none) count once.
 pub fn expected_config(config: &Config, migration: &Migration) -> Config {
@@ -465,7 +466,10 @@ pub fn expected_config(config: &Config, migration: &Migration) -> Config {
         }
     }
     for p in &mut c.pools {
-        p.name = lookup(&pools, &p.name);
+        let new = lookup(&pools, &p.name);
+        if new != p.name {
+            p.aliases = vec![std::mem::replace(&mut p.name, new)];
+        }
         let mut ads: Vec<config::BgpAdvertisement> = Vec::new();
         for ad in p.bgp_advertisements.drain(..) {
             if !ads.contains(&ad) {

@@ -14,7 +14,54 @@
 
 use std::sync::Arc;
 
+use crate::config::crd::{self, CrdError, Document};
 use crate::config::{Config, ConfigError, input::sha256_hex, parse_payload};
+
+/// What a config source delivers: the legacy payload, or the metallb.io objects (and
+/// basic-auth Secrets) of the namespace. Both are read into the same [`Config`] by the same
+/// validator ([`crd::read_config`] maps the objects onto the legacy model).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// The `config` key of the ConfigMap (or the mounted file).
+    Legacy(String),
+    /// The objects, in a deterministic order.
+    Objects(Arc<Vec<Document>>),
+}
+
+impl Payload {
+    /// The identity the hash gate compares: sha256 of the legacy payload bytes, or of the
+    /// objects' canonical JSON ([`crd::identity`]).
+    pub fn identity(&self) -> String {
+        match self {
+            Payload::Legacy(text) => sha256_hex(text.as_bytes()),
+            Payload::Objects(docs) => crd::identity(docs),
+        }
+    }
+
+    /// Parse and validate.
+    pub fn parse(&self) -> Result<Config, Rejection> {
+        match self {
+            Payload::Legacy(text) => parse_payload(text).map_err(Rejection::Invalid),
+            Payload::Objects(docs) => {
+                crd::read_config(docs).map_err(|e| Rejection::Objects(Box::new(e)))
+            }
+        }
+    }
+
+    /// Where the config comes from, for logs, Events and metrics: `configmap` or `crds`.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Payload::Legacy(_) => "configmap",
+            Payload::Objects(_) => "crds",
+        }
+    }
+}
+
+impl From<&str> for Payload {
+    fn from(s: &str) -> Self {
+        Payload::Legacy(s.to_string())
+    }
+}
 
 /// Why a payload was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +69,9 @@ pub enum Rejection {
     /// It does not parse or validate.
     #[error("{0}")]
     Invalid(ConfigError),
+    /// The metallb.io objects do not describe a valid config (the error names the object).
+    #[error("{0}")]
+    Objects(Box<CrdError>),
     /// It is valid but would strand what is in use (the caller's reason).
     #[error("{0}")]
     Stale(String),
@@ -31,8 +81,17 @@ impl Rejection {
     /// A stable reason for Events and logs.
     pub fn reason(&self) -> &'static str {
         match self {
-            Rejection::Invalid(_) => "InvalidConfig",
+            Rejection::Invalid(_) | Rejection::Objects(_) => "InvalidConfig",
             Rejection::Stale(_) => "StaleConfig",
+        }
+    }
+
+    /// The metallb.io object at fault, when the config came from objects and the error is
+    /// about one of them.
+    pub fn object(&self) -> Option<&crd::ObjectName> {
+        match self {
+            Rejection::Objects(e) => e.object(),
+            _ => None,
         }
     }
 }
@@ -64,7 +123,7 @@ pub enum Reload {
 #[derive(Debug, Default)]
 pub struct Reloader {
     applied: Option<(String, Arc<Config>)>,
-    pending: Option<String>,
+    pending: Option<Payload>,
     stale: bool,
 }
 
@@ -77,7 +136,7 @@ impl Reloader {
     /// Offer the current payload (`None`: the ConfigMap/file does not exist).
     pub fn offer(
         &mut self,
-        payload: Option<&str>,
+        payload: Option<&Payload>,
         accept: impl FnOnce(&Config) -> Result<(), String>,
     ) -> Reload {
         let Some(payload) = payload else {
@@ -87,26 +146,23 @@ impl Reloader {
             }
             return Reload::Missing;
         };
-        let sha256 = sha256_hex(payload.as_bytes());
+        let sha256 = payload.identity();
         if self.applied.as_ref().is_some_and(|(h, _)| *h == sha256) {
             self.pending = None;
             self.stale = false;
             return Reload::Unchanged;
         }
-        let config = match parse_payload(payload) {
+        let config = match payload.parse() {
             Ok(c) => c,
-            Err(e) => {
+            Err(why) => {
                 // Invalid payloads cannot become valid by themselves: no retry.
                 self.pending = None;
                 self.stale = true;
-                return Reload::Rejected {
-                    sha256,
-                    why: Rejection::Invalid(e),
-                };
+                return Reload::Rejected { sha256, why };
             }
         };
         if let Err(why) = accept(&config) {
-            self.pending = Some(payload.to_string());
+            self.pending = Some(payload.clone());
             self.stale = true;
             return Reload::Rejected {
                 sha256,
@@ -165,12 +221,16 @@ mod tests {
         Ok(())
     }
 
+    fn p(s: &str) -> Payload {
+        Payload::from(s)
+    }
+
     #[test]
     fn applies_once_then_reports_unchanged() {
         let mut r = Reloader::new();
         assert!(!r.loaded());
-        assert!(matches!(r.offer(Some(A), ok), Reload::Applied { .. }));
-        assert!(matches!(r.offer(Some(A), ok), Reload::Unchanged));
+        assert!(matches!(r.offer(Some(&p(A)), ok), Reload::Applied { .. }));
+        assert!(matches!(r.offer(Some(&p(A)), ok), Reload::Unchanged));
         assert!(r.loaded() && !r.stale());
         assert_eq!(r.current_sha256(), Some(sha256_hex(A.as_bytes()).as_str()));
     }
@@ -178,8 +238,8 @@ mod tests {
     #[test]
     fn invalid_config_keeps_the_last_good_one() {
         let mut r = Reloader::new();
-        r.offer(Some(A), ok);
-        let out = r.offer(Some("address-pools: [\n"), ok);
+        r.offer(Some(&p(A)), ok);
+        let out = r.offer(Some(&p("address-pools: [\n")), ok);
         assert!(matches!(
             out,
             Reload::Rejected {
@@ -195,8 +255,10 @@ mod tests {
     #[test]
     fn stale_config_is_retried_when_blockers_go() {
         let mut r = Reloader::new();
-        r.offer(Some(A), ok);
-        let out = r.offer(Some(B), |_| Err("service \"ns/x\" holds 192.0.2.1".into()));
+        r.offer(Some(&p(A)), ok);
+        let out = r.offer(Some(&p(B)), |_| {
+            Err("service \"ns/x\" holds 192.0.2.1".into())
+        });
         assert!(matches!(
             out,
             Reload::Rejected {
@@ -215,9 +277,9 @@ mod tests {
     #[test]
     fn going_back_to_the_applied_payload_clears_stale() {
         let mut r = Reloader::new();
-        r.offer(Some(A), ok);
-        r.offer(Some(B), |_| Err("blocked".into()));
-        assert!(matches!(r.offer(Some(A), ok), Reload::Unchanged));
+        r.offer(Some(&p(A)), ok);
+        r.offer(Some(&p(B)), |_| Err("blocked".into()));
+        assert!(matches!(r.offer(Some(&p(A)), ok), Reload::Unchanged));
         assert!(!r.stale() && !r.has_pending());
     }
 
@@ -226,7 +288,7 @@ mod tests {
         let mut r = Reloader::new();
         assert!(matches!(r.offer(None, ok), Reload::Missing));
         assert!(!r.stale() && !r.loaded());
-        r.offer(Some(A), ok);
+        r.offer(Some(&p(A)), ok);
         assert!(matches!(r.offer(None, ok), Reload::Missing));
         assert!(r.stale() && r.current().is_some());
     }
@@ -234,7 +296,7 @@ mod tests {
     #[test]
     fn empty_payload_is_a_valid_empty_config() {
         let mut r = Reloader::new();
-        match r.offer(Some(""), ok) {
+        match r.offer(Some(&p("")), ok) {
             Reload::Applied { config, .. } => assert!(config.pools.is_empty()),
             other => panic!("{other:?}"),
         }

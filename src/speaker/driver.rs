@@ -250,20 +250,15 @@ impl Args {
             }
         };
 
-        match &self.common.config_file {
-            Some(path) => {
-                tokio::spawn(source::watch_file(path.clone(), tx.clone(), Input::Config));
-            }
-            None => {
-                tokio::spawn(source::watch_configmap(
-                    client.clone(),
-                    ns.clone(),
-                    self.common.config.clone(),
-                    tx.clone(),
-                    Input::Config,
-                ));
-            }
-        }
+        crate::k8s::config_source::spawn(
+            &self.common,
+            &client,
+            &ns,
+            Some(Recorder::new(client.clone(), COMPONENT, Some(me.clone()))),
+            Some(client_metrics.clone()),
+            tx.clone(),
+            Input::Config,
+        )?;
         tokio::spawn(watch_services(
             client.clone(),
             self.common.lb_class.clone(),
@@ -860,7 +855,7 @@ impl State {
                     self.config_ref = c.reference.clone();
                 }
                 let owned = self.all_announced();
-                let outcome = self.reload.offer(c.payload.as_deref(), |cfg| {
+                let outcome = self.reload.offer(c.payload.as_ref(), |cfg| {
                     world::check_announced(cfg, &owned)
                 });
                 self.handle_reload(outcome).await;

@@ -47,3 +47,26 @@ pub fn header<'a>(text: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|l| l.trim().strip_prefix(key).and_then(|r| r.strip_prefix(':')))
         .map(str::trim)
 }
+
+/// Read a multi-document manifest (comments and empty documents skipped, a `kind: List`
+/// flattened) into the documents the CRD reader takes, the way the binaries read objects
+/// from the apiserver (`Document::from_value`, one object at a time).
+pub fn parse_documents(text: &str) -> Result<Vec<metallb_rs::config::crd::Document>, String> {
+    use metallb_rs::config::crd::{Document, manifest_options};
+    use serde_json::Value;
+    let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, manifest_options())
+        .map_err(|e| format!("could not parse YAML: {}", e.without_snippet()))?;
+    let mut flat = Vec::with_capacity(docs.len());
+    for d in docs.into_iter().filter(|d| !d.is_null()) {
+        match (d.get("kind").and_then(Value::as_str), d.get("items")) {
+            (Some(k), Some(Value::Array(items))) if k.ends_with("List") => {
+                flat.extend(items.iter().cloned())
+            }
+            _ => flat.push(d),
+        }
+    }
+    flat.into_iter()
+        .enumerate()
+        .map(|(i, d)| Document::from_value(d).map_err(|e| format!("document #{}: {e}", i + 1)))
+        .collect()
+}
