@@ -188,8 +188,14 @@ async fn bird_up_renegotiation_and_failure_detection_both_ways() -> Result<()> {
         .await
     }
     .await;
+    let why = bird.bird_last_error(n0).await;
     lab::run(std::process::Command::new("kill").args(["-CONT", &pid.to_string()]))?;
     frozen?;
+    let why = why?;
+    ensure!(
+        why.as_deref() == Some("Error: BFD session down"),
+        "BIRD dropped the session for BFD, not its hold timer: {why:?}"
+    );
     wait_bird(&bird, n0, "Up again", |s| s.state == "Up").await?;
     bird.wait_routes("the route is back after the thaw", WAIT, |rs| {
         !routers::routes_for(rs, &host).is_empty()

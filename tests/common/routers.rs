@@ -862,6 +862,25 @@ impl Router {
         ))
     }
 
+    /// BIRD's `Last error:` of its BGP protocol with `neighbor` (e.g. "BFD session down").
+    pub(crate) async fn bird_last_error(&self, neighbor: IpAddr) -> Result<Option<String>> {
+        ensure!(
+            self.kind == Kind::Bird,
+            "bird_last_error: a BIRD router only"
+        );
+        let idx = self
+            .cfg
+            .neighbors
+            .iter()
+            .position(|n| n.address == neighbor)
+            .ok_or_else(|| anyhow!("{neighbor} is not a neighbour"))?;
+        let text = self.birdc(&format!("show protocols all n{idx}")).await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Last error:"))
+            .map(|e| e.trim().to_string()))
+    }
+
     async fn vtysh(&self, command: &str) -> Result<String> {
         output(
             tokio::process::Command::new("vtysh")
