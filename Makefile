@@ -51,7 +51,7 @@ bench:
 	$(CARGO) bench --bench controller
 	$(CARGO) bench --bench bgp
 
-## Fuzz a decoder (config_parse, arp_decode, ndp_decode, bgp_decode; needs cargo-fuzz; stable toolchain,
+## Fuzz a decoder (config_parse, arp_decode, ndp_decode, bgp_decode, bfd_decode; needs cargo-fuzz; stable toolchain,
 ## no sanitizer): make fuzz FUZZ_TARGET=ndp_decode FUZZ_SECONDS=600
 FUZZ_SECONDS ?= 600
 FUZZ_TARGET ?= config_parse

@@ -6,6 +6,7 @@
 //! functions over them; [`controller`] is the I/O driver of the controller binary.
 
 pub mod allocator;
+pub mod bfd;
 pub mod bgp;
 pub mod cli;
 pub mod config;

@@ -3,7 +3,8 @@
 //! keeps counter names as given (no `_total` appended).
 
 use prometheus::{
-    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Metric names, byte for byte as MetalLB exposes them.
@@ -59,6 +60,34 @@ pub mod names {
     pub const BGP_SESSION_FLAPS: &str = "metallb_rs_bgp_session_flaps_total";
     /// metallb-rs addition: malformed messages from `peer`, by `reason`.
     pub const BGP_DROPPED: &str = "metallb_rs_bgp_malformed_messages_total";
+    /// metallb-rs addition: BFD session state of `peer` (RFC 5880 values: 0 AdminDown,
+    /// 1 Down, 2 Init, 3 Up).
+    pub const BFD_SESSION_STATE: &str = "metallb_rs_bfd_session_state";
+    /// metallb-rs addition: BFD sessions to `peer` that left Up, by `diag`nostic.
+    pub const BFD_SESSION_FLAPS: &str = "metallb_rs_bfd_session_flaps_total";
+    /// metallb-rs addition: BFD Control packets by `peer` and `direction` (sent/received).
+    pub const BFD_CONTROL_PACKETS: &str = "metallb_rs_bfd_control_packets_total";
+    /// metallb-rs addition: the BFD detection time of `peer` in seconds (0 before the peer
+    /// was heard).
+    pub const BFD_DETECTION_TIME: &str = "metallb_rs_bfd_detection_time_seconds";
+    /// metallb-rs addition: the negotiated BFD transmit interval to `peer` in seconds.
+    pub const BFD_TX_INTERVAL: &str = "metallb_rs_bfd_transmit_interval_seconds";
+    /// metallb-rs addition: received BFD packets discarded, by `reason`.
+    pub const BFD_DISCARDED: &str = "metallb_rs_bfd_discarded_packets_total";
+    /// MetalLB 0.13 FRR mode (frr-metrics): 1 while the BFD session to `peer` is up.
+    pub const BFD_SESSION_UP: &str = "metallb_bfd_session_up";
+    /// MetalLB 0.13 FRR mode: received BFD control packets.
+    pub const BFD_CONTROL_PACKET_INPUT: &str = "metallb_bfd_control_packet_input";
+    /// MetalLB 0.13 FRR mode: sent BFD control packets.
+    pub const BFD_CONTROL_PACKET_OUTPUT: &str = "metallb_bfd_control_packet_output";
+    /// MetalLB 0.13 FRR mode: received BFD echo packets (always 0: no echo function).
+    pub const BFD_ECHO_PACKET_INPUT: &str = "metallb_bfd_echo_packet_input";
+    /// MetalLB 0.13 FRR mode: sent BFD echo packets (always 0: no echo function).
+    pub const BFD_ECHO_PACKET_OUTPUT: &str = "metallb_bfd_echo_packet_output";
+    /// MetalLB 0.13 FRR mode: BFD session up events.
+    pub const BFD_SESSION_UP_EVENTS: &str = "metallb_bfd_session_up_events";
+    /// MetalLB 0.13 FRR mode: BFD session down events.
+    pub const BFD_SESSION_DOWN_EVENTS: &str = "metallb_bfd_session_down_events";
 }
 
 /// The metrics both binaries export about the Kubernetes client and the config.
@@ -125,6 +154,166 @@ pub struct BgpMetrics {
     pub flaps: IntCounterVec,
     /// `metallb_rs_bgp_malformed_messages_total{peer,reason}`.
     pub malformed: IntCounterVec,
+    /// The BFD sessions of peers with a `bfd-profile`.
+    pub bfd: BfdMetrics,
+}
+
+/// BFD metrics (label `peer` = the peer's IP address, as MetalLB 0.13's FRR mode labels
+/// them): ours under `metallb_rs_bfd_*` plus the names MetalLB 0.13's frr-metrics exported.
+#[derive(Clone)]
+pub struct BfdMetrics {
+    /// `metallb_rs_bfd_session_state{peer}`.
+    pub state: IntGaugeVec,
+    /// `metallb_rs_bfd_session_flaps_total{peer,diag}`.
+    pub flaps: IntCounterVec,
+    /// `metallb_rs_bfd_control_packets_total{peer,direction}`.
+    pub packets: IntCounterVec,
+    /// `metallb_rs_bfd_detection_time_seconds{peer}`.
+    pub detection_time: GaugeVec,
+    /// `metallb_rs_bfd_transmit_interval_seconds{peer}`.
+    pub tx_interval: GaugeVec,
+    /// `metallb_rs_bfd_discarded_packets_total{reason}`.
+    pub discarded: IntCounterVec,
+    /// `metallb_bfd_session_up{peer}` (MetalLB 0.13).
+    pub session_up: IntGaugeVec,
+    /// `metallb_bfd_control_packet_input{peer}` (MetalLB 0.13).
+    pub control_input: IntCounterVec,
+    /// `metallb_bfd_control_packet_output{peer}` (MetalLB 0.13).
+    pub control_output: IntCounterVec,
+    /// `metallb_bfd_echo_packet_input{peer}` (MetalLB 0.13; stays 0).
+    pub echo_input: IntCounterVec,
+    /// `metallb_bfd_echo_packet_output{peer}` (MetalLB 0.13; stays 0).
+    pub echo_output: IntCounterVec,
+    /// `metallb_bfd_session_up_events{peer}` (MetalLB 0.13).
+    pub up_events: IntCounterVec,
+    /// `metallb_bfd_session_down_events{peer}` (MetalLB 0.13).
+    pub down_events: IntCounterVec,
+}
+
+impl BfdMetrics {
+    /// Unregistered metrics (for tests and tools).
+    pub fn unregistered() -> Self {
+        let peer = &["peer"];
+        let ctr = |name: &str, help: &str, labels: &[&str]| {
+            must(IntCounterVec::new(Opts::new(name, help), labels))
+        };
+        let secs = |name: &str, help: &str| must(GaugeVec::new(Opts::new(name, help), peer));
+        let gauge = |name: &str, help: &str| must(IntGaugeVec::new(Opts::new(name, help), peer));
+        BfdMetrics {
+            state: gauge(
+                names::BFD_SESSION_STATE,
+                "BFD session state (RFC 5880: 0 AdminDown, 1 Down, 2 Init, 3 Up)",
+            ),
+            flaps: ctr(
+                names::BFD_SESSION_FLAPS,
+                "BFD sessions that left Up, by diagnostic",
+                &["peer", "diag"],
+            ),
+            packets: ctr(
+                names::BFD_CONTROL_PACKETS,
+                "BFD Control packets sent and received",
+                &["peer", "direction"],
+            ),
+            detection_time: secs(
+                names::BFD_DETECTION_TIME,
+                "BFD detection time in seconds (0 before the peer was heard)",
+            ),
+            tx_interval: secs(
+                names::BFD_TX_INTERVAL,
+                "BFD periodic transmit interval in seconds, before jitter",
+            ),
+            discarded: ctr(
+                names::BFD_DISCARDED,
+                "Received BFD packets discarded, by reason",
+                &["reason"],
+            ),
+            session_up: gauge(
+                names::BFD_SESSION_UP,
+                "BFD session state (1 is up, 0 is down)",
+            ),
+            control_input: ctr(
+                names::BFD_CONTROL_PACKET_INPUT,
+                "Number of received BFD control packets",
+                peer,
+            ),
+            control_output: ctr(
+                names::BFD_CONTROL_PACKET_OUTPUT,
+                "Number of sent BFD control packets",
+                peer,
+            ),
+            echo_input: ctr(
+                names::BFD_ECHO_PACKET_INPUT,
+                "Number of received BFD echo packets",
+                peer,
+            ),
+            echo_output: ctr(
+                names::BFD_ECHO_PACKET_OUTPUT,
+                "Number of sent BFD echo packets",
+                peer,
+            ),
+            up_events: ctr(
+                names::BFD_SESSION_UP_EVENTS,
+                "Number of BFD session up events",
+                peer,
+            ),
+            down_events: ctr(
+                names::BFD_SESSION_DOWN_EVENTS,
+                "Number of BFD session down events",
+                peer,
+            ),
+        }
+    }
+
+    /// Create and register.
+    pub fn register(reg: &Registry) -> Self {
+        let m = Self::unregistered();
+        for g in [&m.state, &m.session_up] {
+            must(reg.register(Box::new(g.clone())));
+        }
+        for g in [&m.detection_time, &m.tx_interval] {
+            must(reg.register(Box::new(g.clone())));
+        }
+        for c in [
+            &m.flaps,
+            &m.packets,
+            &m.discarded,
+            &m.control_input,
+            &m.control_output,
+            &m.echo_input,
+            &m.echo_output,
+            &m.up_events,
+            &m.down_events,
+        ] {
+            must(reg.register(Box::new(c.clone())));
+        }
+        m
+    }
+
+    /// Create the series of a new session (MetalLB 0.13's appear with the session).
+    pub fn start(&self, peer: &str) {
+        for c in [
+            &self.control_input,
+            &self.control_output,
+            &self.echo_input,
+            &self.echo_output,
+            &self.up_events,
+            &self.down_events,
+        ] {
+            c.with_label_values(&[peer]);
+        }
+        self.session_up.with_label_values(&[peer]).set(0);
+        self.state.with_label_values(&[peer]).set(1);
+    }
+
+    /// Drop the gauges of a removed session (counters stay).
+    pub fn forget(&self, peer: &str) {
+        for g in [&self.state, &self.session_up] {
+            let _ = g.remove_label_values(&[peer]);
+        }
+        for g in [&self.detection_time, &self.tx_interval] {
+            let _ = g.remove_label_values(&[peer]);
+        }
+    }
 }
 
 impl BgpMetrics {
@@ -173,12 +362,14 @@ impl BgpMetrics {
                 "Malformed BGP messages received (answered with a NOTIFICATION), by reason",
                 &["peer", "reason"],
             ),
+            bfd: BfdMetrics::unregistered(),
         }
     }
 
     /// Create and register.
     pub fn register(reg: &Registry) -> Self {
-        let m = Self::unregistered();
+        let mut m = Self::unregistered();
+        m.bfd = BfdMetrics::register(reg);
         for g in [&m.session_up, &m.announced_prefixes, &m.pending_prefixes] {
             must(reg.register(Box::new(g.clone())));
         }
@@ -477,6 +668,38 @@ mod tests {
             "metallb_layer2_requests_received{ip=\"203.0.113.1\"} 1",
             "metallb_layer2_responses_sent{ip=\"203.0.113.1\"} 1",
             "metallb_layer2_gratuitous_sent{ip=\"203.0.113.1\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn bfd_metric_names_match_metallb_0_13_frr_mode() {
+        let reg = Registry::new();
+        let s = SpeakerMetrics::register(&reg);
+        s.bgp.bfd.start("198.51.100.2");
+        s.bgp
+            .bfd
+            .session_up
+            .with_label_values(&["198.51.100.2"])
+            .set(1);
+        s.bgp
+            .bfd
+            .control_input
+            .with_label_values(&["198.51.100.2"])
+            .inc();
+        let text = render(&reg);
+        for line in [
+            "# HELP metallb_bfd_session_up BFD session state (1 is up, 0 is down)",
+            "# TYPE metallb_bfd_control_packet_input counter",
+            "metallb_bfd_session_up{peer=\"198.51.100.2\"} 1",
+            "metallb_bfd_control_packet_input{peer=\"198.51.100.2\"} 1",
+            "metallb_bfd_control_packet_output{peer=\"198.51.100.2\"} 0",
+            "metallb_bfd_echo_packet_input{peer=\"198.51.100.2\"} 0",
+            "metallb_bfd_echo_packet_output{peer=\"198.51.100.2\"} 0",
+            "metallb_bfd_session_up_events{peer=\"198.51.100.2\"} 0",
+            "metallb_bfd_session_down_events{peer=\"198.51.100.2\"} 0",
+            "metallb_rs_bfd_session_state{peer=\"198.51.100.2\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -534,6 +534,82 @@ struct TcpMd5Sig {
     key: [u8; TCP_MD5_MAX_KEY],
 }
 
+/// Ask the kernel to report each received datagram's IPv4 TTL (`IP_RECVTTL`) or IPv6 hop
+/// limit (`IPV6_RECVHOPLIMIT`), for [`recv_with_ttl`] (BFD's GTSM check, RFC 5881 §5).
+pub fn set_recv_ttl(sock: &Socket, ipv6: bool) -> io::Result<()> {
+    if ipv6 {
+        setsockopt_int(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_RECVHOPLIMIT,
+            1,
+        )
+    } else {
+        setsockopt_int(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTTL, 1)
+    }
+}
+
+/// One datagram read by [`recv_with_ttl`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram {
+    /// Bytes written to the buffer.
+    pub len: usize,
+    /// The sender.
+    pub from: std::net::SocketAddr,
+    /// The TTL / hop limit it arrived with (None if the kernel did not say).
+    pub ttl: Option<u8>,
+}
+
+/// Read one datagram without blocking (`WouldBlock` when none is queued), with the TTL or
+/// hop limit the kernel reports in its control message (see [`set_recv_ttl`]).
+pub fn recv_with_ttl(sock: &Socket, buf: &mut [u8]) -> io::Result<Datagram> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast::<libc::c_void>(),
+        iov_len: buf.len(),
+    };
+    // u64 elements keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 16];
+    let mut ttl = None;
+    // SAFETY: try_init hands us a zeroed sockaddr storage and its length, and builds the
+    // address from what the kernel wrote there. msghdr is plain old data (all-zero is valid);
+    // every pointer put in it points at a live local (`storage`, `iov` → `buf`, `control`)
+    // with the length given next to it, and the kernel writes at most those lengths. The
+    // CMSG_* helpers walk the control messages recvmsg described inside `control` without
+    // leaving it; each header they return is inside `control` and aligned (u64 buffer).
+    let (n, addr) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = storage.cast::<libc::c_void>();
+            msg.msg_namelen = *len;
+            msg.msg_iov = &raw mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast::<libc::c_void>();
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            let n = libc::recvmsg(sock.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT);
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            *len = msg.msg_namelen;
+            let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
+            while !c.is_null() {
+                let h = &*c;
+                let wanted = (h.cmsg_level == libc::IPPROTO_IP && h.cmsg_type == libc::IP_TTL)
+                    || (h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_HOPLIMIT);
+                if wanted && h.cmsg_len as usize >= libc::CMSG_LEN(4) as usize {
+                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    ttl = u8::try_from(v).ok();
+                }
+                c = libc::CMSG_NXTHDR(&raw const msg, c);
+            }
+            Ok(n as usize)
+        })
+    }?;
+    let from = addr
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP sender"))?;
+    Ok(Datagram { len: n, from, ttl })
+}
+
 /// Sign every segment to and from `peer` on `sock` with TCP-MD5 (RFC 2385) using `key`, as
 /// MetalLB does for a peer's `password`. Set before `connect()`. Fails with
 /// `InvalidInput` for a key longer than [`TCP_MD5_MAX_KEY`] bytes or a peer of another
@@ -596,6 +672,43 @@ pub fn release_free_memory() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The TTL a datagram was sent with comes back in the control message, on IPv4 and IPv6
+    /// loopback; nothing queued is `WouldBlock`.
+    #[test]
+    fn received_ttl_and_hop_limit_are_reported() {
+        for (addr, v6) in [("127.0.0.1:0", false), ("[::1]:0", true)] {
+            let addr: std::net::SocketAddr = addr.parse().unwrap();
+            let dom = Domain::for_address(addr);
+            let rx = Socket::new(dom, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+            if rx.bind(&addr.into()).is_err() {
+                continue; // no IPv6 loopback here
+            }
+            set_recv_ttl(&rx, v6).unwrap();
+            let to = rx.local_addr().unwrap();
+            let mut buf = [0u8; 64];
+            assert_eq!(
+                recv_with_ttl(&rx, &mut buf).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock
+            );
+            for ttl in [255u32, 7] {
+                let tx = Socket::new(dom, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+                if v6 {
+                    tx.set_unicast_hops_v6(ttl).unwrap();
+                } else {
+                    tx.set_ttl_v4(ttl).unwrap();
+                }
+                tx.send_to(b"hello", &to).unwrap();
+                assert!(wait_readable(&rx, Duration::from_secs(5)).unwrap());
+                let d = recv_with_ttl(&rx, &mut buf).unwrap();
+                assert_eq!(&buf[..d.len], b"hello");
+                assert_eq!(d.ttl, Some(ttl as u8), "{addr}");
+                let sender = tx.local_addr().unwrap().as_socket().unwrap();
+                assert_eq!(d.from.port(), sender.port());
+                assert!(d.from.ip().is_loopback());
+            }
+        }
+    }
 
     fn attr(kind: u16, v: &[u8]) -> Vec<u8> {
         let len = 4 + v.len();

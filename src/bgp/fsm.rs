@@ -154,6 +154,9 @@ pub enum Input {
     Malformed(DecodeError),
     /// A timer armed by [`Output::Arm`] expired.
     Fired(Timer),
+    /// The peer's BFD session left Up: send Cease/BFD Down (RFC 9384) and drop the
+    /// connection at once; reconnect after the back-off.
+    BfdDown,
 }
 
 /// What the driver must do, in order.
@@ -220,10 +223,12 @@ pub enum Down {
     Received(Notification),
     /// Administrative stop.
     Stopped,
+    /// BFD declared the peer down (we sent Cease/BFD Down).
+    BfdDown,
 }
 
 impl Down {
-    /// short fixed label for metrics/logs: "connect_failed", "closed", "hold_timer_expired", "notification_sent", "notification_received", "stopped"
+    /// short fixed label for metrics/logs: "connect_failed", "closed", "hold_timer_expired", "notification_sent", "notification_received", "stopped", "bfd_down"
     pub fn reason(&self) -> &'static str {
         match self {
             Self::ConnectFailed => "connect_failed",
@@ -232,6 +237,7 @@ impl Down {
             Self::Sent(_) => "notification_sent",
             Self::Received(_) => "notification_received",
             Self::Stopped => "stopped",
+            Self::BfdDown => "bfd_down",
         }
     }
 }
@@ -331,6 +337,16 @@ impl Fsm {
                 }
             }
             Input::Fired(timer) => self.fired(now, timer, &mut out),
+            Input::BfdDown => {
+                if self.connected() {
+                    out.push(Output::Send(Message::Notification(Notification {
+                        code: code::CEASE,
+                        subcode: code::CEASE_BFD_DOWN,
+                        data: Vec::new(),
+                    })));
+                    self.down(now, Down::BfdDown, &mut out);
+                }
+            }
         }
         out
     }
@@ -616,7 +632,7 @@ fn secs(s: u16) -> Duration {
 }
 
 /// Spreads a seed over the state space (a bijection, so distinct seeds give distinct streams).
-fn splitmix64(seed: u64) -> u64 {
+pub(crate) fn splitmix64(seed: u64) -> u64 {
     let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -736,6 +752,23 @@ mod tests {
             "delay {d:?} after {n} failures outside [{:?}, {base:?})",
             base / 2
         );
+    }
+
+    #[test]
+    fn bfd_down_sends_cease_10_and_reconnects_after_the_back_off() {
+        let now = Instant::now();
+        let mut fsm = fsm_in(cfg(), State::Established, now);
+        let out = fsm.process(now, Input::BfdDown);
+        let mut want = vec![Output::Send(Message::Notification(notification(
+            code::CEASE,
+            code::CEASE_BFD_DOWN,
+        )))];
+        want.extend(down_outputs(&out, Down::BfdDown));
+        assert_eq!(out, want);
+        assert_jittered(retry_delay(&out).expect("reconnect armed"), 1);
+        assert_eq!(Down::BfdDown.reason(), "bfd_down");
+        // Without a connection there is nothing to tear down.
+        assert!(fsm.process(now, Input::BfdDown).is_empty());
     }
 
     #[test]

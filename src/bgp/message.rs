@@ -374,6 +374,8 @@ pub mod code {
     pub const CEASE_CONNECTION_REJECTED: u8 = 5;
     /// Cease subcode: Other Configuration Change.
     pub const CEASE_CONFIG_CHANGE: u8 = 6;
+    /// Cease subcode: BFD Down (RFC 9384).
+    pub const CEASE_BFD_DOWN: u8 = 10;
 }
 
 /// A message that cannot be accepted, with the NOTIFICATION that answers it.

@@ -40,7 +40,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::config::Peer;
+use crate::bfd::session::{self as bfd, Bfd};
+use crate::config::{BfdProfile, Peer};
 use crate::metrics::BgpMetrics;
 
 use super::advertise::{self, PeerParams, RouteSet};
@@ -65,6 +66,8 @@ pub struct Options {
     /// Where a session reports a problem the config or the peer must fix (a source-address
     /// not on this host, a peer refusing our OPEN), once per distinct message and session.
     pub problems: Option<mpsc::UnboundedSender<String>>,
+    /// A peer with a `bfd-profile` gets its routes only while its BFD session is Up.
+    pub bfd_gates_announcements: bool,
 }
 
 /// The label MetalLB gives a peer's metrics: `ip:port`, `[v6]:port`.
@@ -90,6 +93,9 @@ pub struct Sessions {
     sessions: BTreeMap<String, Handle>,
     routes: watch::Sender<Option<Arc<RouteSet>>>,
     seed: u64,
+    /// The BFD sessions of peers with a `bfd-profile`, and the profiles.
+    bfd: Bfd,
+    bfd_profiles: Vec<BfdProfile>,
 }
 
 impl Sessions {
@@ -104,11 +110,24 @@ impl Sessions {
                 .unwrap_or(0x9e37_79b9_7f4a_7c15);
         Sessions {
             opts,
+            bfd: Bfd::new(metrics.bfd.clone()),
             metrics,
             sessions: BTreeMap::new(),
             routes: watch::channel(None).0,
             seed,
+            bfd_profiles: Vec::new(),
         }
+    }
+
+    /// The `bfd-profiles` in force: running BFD sessions take changed parameters at once
+    /// (with a Poll Sequence, the BGP session untouched). Call before [`Self::set_peers`].
+    pub fn set_bfd_profiles(&mut self, profiles: &[BfdProfile]) {
+        if self.bfd_profiles == profiles {
+            return;
+        }
+        self.bfd_profiles = profiles.to_vec();
+        let peers: Vec<Peer> = self.sessions.values().map(|h| h.peer.clone()).collect();
+        self.bfd.set(&bfd::specs_for(&peers, &self.bfd_profiles));
     }
 
     /// The label of every session (configured peer) this speaker runs.
@@ -127,6 +146,8 @@ impl Sessions {
                 warn!(peer = %key, "Two peers with the same address, port, ASN and source; using the last");
             }
         }
+        let with_bfd: Vec<Peer> = wanted.values().map(|p| (*p).clone()).collect();
+        self.bfd.set(&bfd::specs_for(&with_bfd, &self.bfd_profiles));
         let keys: Vec<String> = self.sessions.keys().cloned().collect();
         for key in keys {
             let subcode = match wanted.get(&key) {
@@ -149,12 +170,16 @@ impl Sessions {
                 .seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
+            let bfd_up = p
+                .bfd_profile
+                .as_ref()
+                .and_then(|_| self.bfd.subscribe(&bfd::key_of(p)));
             let task = tokio::spawn(run(
                 p.clone(),
                 self.opts.clone(),
                 self.seed,
                 cmd_rx,
-                self.routes.subscribe(),
+                (self.routes.subscribe(), bfd_up),
                 self.metrics.clone(),
             ));
             self.sessions.insert(
@@ -251,6 +276,9 @@ struct Task {
     /// A writer reported an error.
     write_failed: mpsc::UnboundedReceiver<()>,
     write_failed_tx: mpsc::UnboundedSender<()>,
+    /// The peer's BFD session ("Up"), when it has a `bfd-profile`.
+    bfd: Option<watch::Receiver<bool>>,
+    bfd_up: bool,
 }
 
 async fn run(
@@ -258,7 +286,10 @@ async fn run(
     opts: Options,
     seed: u64,
     mut cmd: mpsc::Receiver<Cmd>,
-    routes: watch::Receiver<Option<Arc<RouteSet>>>,
+    (routes, mut bfd): (
+        watch::Receiver<Option<Arc<RouteSet>>>,
+        Option<watch::Receiver<bool>>,
+    ),
     metrics: BgpMetrics,
 ) {
     let label = peer_label(&peer);
@@ -295,6 +326,8 @@ async fn run(
         reported: Default::default(),
         write_failed: wrx,
         write_failed_tx: wtx,
+        bfd_up: bfd.as_mut().is_some_and(|b| *b.borrow_and_update()),
+        bfd,
     };
     t.pending();
     t.feed(Input::Start).await;
@@ -335,6 +368,7 @@ async fn run(
                 }
             }
             n = read_opt(&mut t.conn) => t.read(n).await,
+            Some(up) = bfd_changed(&mut t.bfd) => t.bfd_changed(up).await,
             Some(()) = t.write_failed.recv() => {
                 if t.conn.is_some() {
                     t.feed(Input::Closed).await;
@@ -349,6 +383,16 @@ async fn run(
         }
     }
     t.metrics.forget(&t.label);
+}
+
+/// The next value of the BFD "Up" channel (pending forever without BFD or once it closed).
+async fn bfd_changed(rx: &mut Option<watch::Receiver<bool>>) -> Option<bool> {
+    if let Some(r) = rx
+        && r.changed().await.is_ok()
+    {
+        return Some(*r.borrow_and_update());
+    }
+    std::future::pending().await
 }
 
 async fn poll_opt(c: &mut Option<Connecting>) -> Result<TcpStream, String> {
@@ -381,6 +425,18 @@ impl Task {
     fn ctx(&self) -> Ctx {
         Ctx {
             four_octet_as: self.fsm.negotiated().is_none_or(|n| n.four_octet_as),
+        }
+    }
+
+    /// BFD went Up (announce, if that waited for it) or Down (drop the session at once).
+    async fn bfd_changed(&mut self, up: bool) {
+        let was = std::mem::replace(&mut self.bfd_up, up);
+        if up && !was {
+            info!(peer = %self.label, "BFD up");
+            self.sync_routes();
+        } else if was && !up {
+            warn!(peer = %self.label, "BFD down: closing the BGP session");
+            self.feed(Input::BfdDown).await;
         }
     }
 
@@ -662,7 +718,8 @@ impl Task {
 
     /// Send the initial table (then End-of-RIB) or the delta since the last sync.
     fn sync_routes(&mut self) {
-        if self.params.is_none() {
+        let bfd_wait = self.opts.bfd_gates_announcements && self.bfd.is_some() && !self.bfd_up;
+        if self.params.is_none() || bfd_wait {
             return;
         }
         let Some(routes) = self.routes.borrow().clone() else {
@@ -771,6 +828,7 @@ pub fn notification_text(c: u8, sub: u8) -> String {
         (code::CEASE, code::CEASE_ADMIN_RESET) => "Cease: Administrative Reset",
         (code::CEASE, code::CEASE_CONNECTION_REJECTED) => "Cease: Connection Rejected",
         (code::CEASE, code::CEASE_CONFIG_CHANGE) => "Cease: Other Configuration Change",
+        (code::CEASE, code::CEASE_BFD_DOWN) => "Cease: BFD Down",
         (code::CEASE, _) => "Cease",
         _ => "unknown error",
     };
@@ -946,6 +1004,7 @@ mod tests {
                 node_name: "n1".into(),
                 graceful_restart: None,
                 problems: None,
+                bfd_gates_announcements: true,
             },
             metrics.clone(),
         );

@@ -106,6 +106,11 @@ pub struct Args {
     /// default, as in MetalLB 0.14. SIGTERM always withdraws and closes cleanly.
     #[arg(long = "bgp-graceful-restart", env = "METALLB_BGP_GRACEFUL_RESTART", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub bgp_graceful_restart: bool,
+    /// For a peer with a `bfd-profile`, announce only while its BFD session is Up (`false`:
+    /// announce as soon as BGP is up, for a router that does not run BFD; BFD Down still
+    /// closes the BGP session).
+    #[arg(long = "bfd-gates-announcements", env = "METALLB_RS_BFD_GATES_ANNOUNCEMENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub bfd_gates_announcements: bool,
     /// Restart time advertised with graceful restart, in seconds (at most 4095).
     #[arg(long = "bgp-graceful-restart-time", default_value_t = 120, value_parser = clap::value_parser!(u16).range(1..=4095))]
     pub bgp_graceful_restart_time: u16,
@@ -369,6 +374,7 @@ impl Args {
                         .bgp_graceful_restart
                         .then_some(self.bgp_graceful_restart_time),
                     problems: Some(problems),
+                    bfd_gates_announcements: self.bfd_gates_announcements,
                 },
                 metrics.bgp.clone(),
             ),
@@ -1168,6 +1174,7 @@ impl State {
             .filter(|p| crate::config::selector::any_matches(&p.node_selectors, &self.my_labels))
             .cloned()
             .collect();
+        self.bgp.set_bfd_profiles(&config.bfd_profiles);
         self.bgp.set_peers(&peers);
         let desired = bgp::advertise::desired(config, &self.world.service_list(), &self.me);
         let sha = self.reload.current_sha256().map(str::to_string);
@@ -1219,7 +1226,7 @@ impl State {
     }
 
     /// Say so (log and a Warning Event on the ConfigMap, once per config) when BGP pools
-    /// cannot be announced from this node, or a peer asks for what is not built.
+    /// cannot be announced from this node.
     fn warn_bgp(&self, config: &crate::config::Config, peers: &[crate::config::Peer]) {
         let bgp_pools: Vec<&str> = config
             .pools
@@ -1233,13 +1240,6 @@ impl State {
                 "no BGP peer selects node {} (node-selectors), so BGP pools {} are not announced from it",
                 self.me,
                 bgp_pools.join(", ")
-            ));
-        }
-        for p in peers.iter().filter(|p| p.bfd_profile.is_some()) {
-            problems.push(format!(
-                "peer {} names bfd-profile {:?}: BFD is not supported by this speaker yet, the BGP session runs without it",
-                bgp::session::peer_label(p),
-                p.bfd_profile.as_deref().unwrap_or_default()
             ));
         }
         for msg in problems {

@@ -136,6 +136,9 @@ pub(crate) struct Neighbor {
     pub(crate) four_octet_as: bool,
     /// Connect to the neighbour (default: passive, only accept).
     pub(crate) active: bool,
+    /// BFD for this session (BIRD only): (interval in ms, multiplier). BIRD runs one
+    /// `protocol bfd` whose interface options come from the first neighbour that has it.
+    pub(crate) bfd: Option<(u32, u8)>,
 }
 
 impl Neighbor {
@@ -152,6 +155,7 @@ impl Neighbor {
             ipv6: address.is_ipv6(),
             four_octet_as: true,
             active: false,
+            bfd: None,
         }
     }
 
@@ -849,6 +853,34 @@ impl Router {
         Ok(out)
     }
 
+    /// BIRD's view of its BFD session with `neighbor` (`birdc show bfd sessions`).
+    pub(crate) async fn bird_bfd(&self, neighbor: IpAddr) -> Result<Option<BirdBfd>> {
+        ensure!(self.kind == Kind::Bird, "bird_bfd: a BIRD router only");
+        Ok(parse_bird_bfd(
+            &self.birdc("show bfd sessions").await?,
+            neighbor,
+        ))
+    }
+
+    /// BIRD's `Last error:` of its BGP protocol with `neighbor` (e.g. "BFD session down").
+    pub(crate) async fn bird_last_error(&self, neighbor: IpAddr) -> Result<Option<String>> {
+        ensure!(
+            self.kind == Kind::Bird,
+            "bird_last_error: a BIRD router only"
+        );
+        let idx = self
+            .cfg
+            .neighbors
+            .iter()
+            .position(|n| n.address == neighbor)
+            .ok_or_else(|| anyhow!("{neighbor} is not a neighbour"))?;
+        let text = self.birdc(&format!("show protocols all n{idx}")).await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Last error:"))
+            .map(|e| e.trim().to_string()))
+    }
+
     async fn vtysh(&self, command: &str) -> Result<String> {
         output(
             tokio::process::Command::new("vtysh")
@@ -999,6 +1031,12 @@ pub(crate) fn bird_config(cfg: &RouterConfig) -> String {
         "log stderr all;\nrouter id {};\nprotocol device {{}}\n",
         cfg.router_id
     );
+    if let Some((ms, mult)) = cfg.neighbors.iter().find_map(|n| n.bfd) {
+        let _ = writeln!(
+            s,
+            "protocol bfd {{ interface \"*\" {{ interval {ms} ms; multiplier {mult}; }}; }}"
+        );
+    }
     for (i, n) in cfg.neighbors.iter().enumerate() {
         let local = cfg
             .local_for(n.address)
@@ -1040,6 +1078,9 @@ pub(crate) fn bird_config(cfg: &RouterConfig) -> String {
         }
         if !n.four_octet_as {
             let _ = writeln!(s, "  enable as4 off;");
+        }
+        if n.bfd.is_some() {
+            let _ = writeln!(s, "  bfd on;");
         }
         if n.asn == cfg.asn {
             // iBGP is multihop by default in BIRD; the speaker is on the same link.
@@ -1631,4 +1672,36 @@ fn flatten_asns(v: &Value, out: &mut Vec<u32>) {
         Value::Object(o) => o.values().for_each(|x| flatten_asns(x, out)),
         _ => {}
     }
+}
+
+/// One line of `birdc show bfd sessions`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct BirdBfd {
+    /// "Up", "Down", "Init", "AdminDown".
+    pub(crate) state: String,
+    /// "Since" as printed (changes when the session changes state).
+    pub(crate) since: String,
+    /// The transmit interval in use, seconds.
+    pub(crate) interval: f64,
+    /// The detection time, seconds.
+    pub(crate) timeout: f64,
+}
+
+/// The session with `neighbor` in `birdc show bfd sessions` output:
+/// `IP address  Interface  State  Since  Interval  Timeout` (Since may be two words).
+pub(crate) fn parse_bird_bfd(text: &str, neighbor: IpAddr) -> Option<BirdBfd> {
+    let addr = neighbor.to_string();
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.first() != Some(&addr.as_str()) || f.len() < 6 {
+            return None;
+        }
+        let n = f.len();
+        Some(BirdBfd {
+            state: f[2].to_string(),
+            since: f[3..n - 2].join(" "),
+            interval: f[n - 2].parse().ok()?,
+            timeout: f[n - 1].parse().ok()?,
+        })
+    })
 }
