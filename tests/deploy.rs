@@ -142,6 +142,8 @@ enum Source {
     OurChart(String),
     /// Our `manifests/metallb-rs.yaml`.
     OurManifest,
+    /// Charmed Kubernetes' metallb-controller/metallb-speaker charms' objects (pool `iprange`).
+    Charmed(&'static str),
     /// Our `manifests/kustomize` overlay over MetalLB's manifests at this version (the overlay
     /// swaps the images and drops the PodSecurityPolicies itself).
     Kustomize(&'static str),
@@ -150,7 +152,10 @@ enum Source {
 impl Source {
     /// Whether the test swaps the images (MetalLB's own files) or the source has ours.
     fn upstream_images(&self) -> bool {
-        matches!(self, Source::Manifests(_) | Source::Chart(..))
+        matches!(
+            self,
+            Source::Manifests(_) | Source::Chart(..) | Source::Charmed(_)
+        )
     }
 }
 
@@ -180,6 +185,7 @@ fn render(source: &Source, ns: &str, scratch: &Path) -> Result<Vec<Value>> {
             let chart = cluster::repo_root().join("charts/metallb-rs");
             yaml_docs(&helm_template(&chart, "metallb", ns, values, scratch)?)
         }
+        Source::Charmed(iprange) => charmed_objects(ns, iprange),
         Source::OurManifest => {
             let path = cluster::repo_root().join("manifests/metallb-rs.yaml");
             let mut docs = yaml_docs(&std::fs::read_to_string(&path)?)?;
@@ -973,6 +979,21 @@ fn client_ns(cluster: &Cluster) -> Result<String> {
         .map_err(|e| anyhow!("{e}"))
 }
 
+/// The controllers' network namespace and its address, shared by the variants (they run one
+/// at a time; the netns budget of a cluster is 29).
+fn controller_netns(cluster: &Cluster) -> Result<(String, String)> {
+    static CTL: OnceLock<Result<(String, String), String>> = OnceLock::new();
+    CTL.get_or_init(|| {
+        let name = format!("dpctl{}", std::process::id() % 100_000);
+        cluster
+            .add_node_netns(&name)
+            .map(|addr| (name, addr))
+            .map_err(|e| format!("{e:#}"))
+    })
+    .clone()
+    .map_err(|e| anyhow!("{e}"))
+}
+
 /// What a deployed variant left running.
 struct Deployed {
     lab: Lab,
@@ -1099,8 +1120,7 @@ async fn deploy(v: &Variant) -> Result<Deployed> {
             log,
         )?);
     }
-    let controller_netns = format!("{short}-ctl");
-    let controller_addr = cluster.add_node_netns(&controller_netns)?;
+    let (controller_netns, controller_addr) = controller_netns(cluster)?;
     let mut lab = Lab {
         cluster,
         admin: admin.clone(),
@@ -1221,6 +1241,16 @@ impl Started {
 }
 
 impl Deployed {
+    /// Kill every process and wait for them to exit (the next variant reuses the controller's
+    /// network namespace and port).
+    async fn stop(mut self) -> Result<()> {
+        self.controller.kill().await?;
+        for s in &mut self.speakers {
+            s.kill().await?;
+        }
+        Ok(())
+    }
+
     /// Fail with `why` and the logs when the log at `path` contains `needle`.
     fn log_lacks(&self, path: &Path, needle: &str, why: &str) -> Result<()> {
         let log = std::fs::read_to_string(path)?;
@@ -1322,7 +1352,7 @@ async fn run_variant_then(v: Variant, check: impl FnOnce(&Deployed) -> Result<()
     let _ = Api::<Service>::namespaced(d.lab.admin.clone(), v.ns)
         .delete("web", &DeleteParams::default())
         .await;
-    Ok(())
+    d.stop().await
 }
 
 // --------------------------------------------------------------------------------- tests
@@ -1615,6 +1645,143 @@ async fn our_manifest_runs() -> Result<()> {
     .await
 }
 
+// -------------------------------------------------------------------- Charmed Kubernetes
+
+/// The objects the Charmed Kubernetes charms (charmed-kubernetes/metallb-operator, podspec v3,
+/// `deployment: type: daemon`, MetalLB 0.9.3 images) have Juju create, written out here from
+/// the charms' pod specs: containers **without args**, the speaker's env contract
+/// (`METALLB_NODE_NAME`, `METALLB_HOST`, `METALLB_ML_BIND_ADDR`, `METALLB_ML_LABELS=
+/// app=metallb,component=speaker`, `METALLB_ML_NAMESPACE`, `METALLB_ML_SECRET_KEY` from Secret
+/// `memberlist`), caps NET_ADMIN/NET_RAW/SYS_ADMIN, the `memberlist` Secret (128 random
+/// characters), the ConfigMap `config` with one layer2 pool from the `iprange` option, global
+/// roles plus `config-watcher`/`pod-lister`. Juju's side is assumed: Pods labelled by Juju
+/// (`app.kubernetes.io/name: metallb-speaker`, not the `METALLB_ML_LABELS`), ServiceAccounts
+/// named after the applications, the speaker on the host network.
+fn charmed_objects(ns: &str, iprange: &str) -> Result<Vec<Value>> {
+    let secret: String =
+        lab::run(std::process::Command::new("openssl").args(["rand", "-hex", "64"]))?
+            .trim()
+            .to_owned();
+    let rule = |groups: &[&str], res: &[&str], verbs: &[&str]| json!({"apiGroups": groups, "resources": res, "verbs": verbs});
+    let mut docs = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "config", "namespace": ns},
+               "data": {"config": format!("address-pools:\n- name: default\n  protocol: layer2\n  addresses:\n  - {iprange}")}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "memberlist", "namespace": ns},
+               "type": "Opaque", "stringData": {"secretkey": secret}}),
+    ];
+    let apps = [
+        (
+            "metallb-controller",
+            vec![
+                rule(&[""], &["services"], &["get", "list", "watch", "update"]),
+                rule(&[""], &["services/status"], &["update"]),
+                rule(&[""], &["events"], &["create", "patch"]),
+            ],
+            vec!["config-watcher"],
+        ),
+        (
+            "metallb-speaker",
+            vec![
+                rule(
+                    &[""],
+                    &["services", "endpoints", "nodes"],
+                    &["get", "list", "watch"],
+                ),
+                rule(&[""], &["events"], &["create", "patch"]),
+            ],
+            vec!["config-watcher", "pod-lister"],
+        ),
+    ];
+    docs.push(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "config-watcher", "namespace": ns},
+        "rules": [rule(&[""], &["configmaps"], &["get", "list", "watch"])]}),
+    );
+    docs.push(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "pod-lister", "namespace": ns},
+        "rules": [rule(&[""], &["pods"], &["list"])]}),
+    );
+    for (app, rules, roles) in apps {
+        let subject = json!([{"kind": "ServiceAccount", "name": app, "namespace": ns}]);
+        docs.push(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": app, "namespace": ns}}));
+        docs.push(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": format!("{ns}-{app}")}, "rules": rules}),
+        );
+        docs.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": format!("{ns}-{app}")}, "subjects": subject,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{ns}-{app}")}}));
+        for role in roles {
+            docs.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": format!("{role}-{app}"), "namespace": ns}, "subjects": subject,
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role}}));
+        }
+    }
+    let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
+    let labels = |app: &str| json!({"app.kubernetes.io/name": app});
+    docs.push(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "metallb-controller", "namespace": ns},
+    "spec": {"selector": {"matchLabels": labels("metallb-controller")}, "template": {
+        "metadata": {"labels": labels("metallb-controller")},
+        "spec": {"serviceAccountName": "metallb-controller", "containers": [{
+            "name": "controller", "image": "metallb/controller:v0.9.3", "imagePullPolicy": "Always",
+            "ports": [{"containerPort": 7472, "protocol": "TCP", "name": "monitoring"}],
+            "securityContext": {"privileged": false, "runAsNonRoot": true, "runAsUser": 65534,
+                "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
+        }]}}}}));
+    docs.push(json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "metallb-speaker", "namespace": ns},
+        "spec": {"selector": {"matchLabels": labels("metallb-speaker")}, "template": {
+            "metadata": {"labels": labels("metallb-speaker")},
+            "spec": {"serviceAccountName": "metallb-speaker", "hostNetwork": true, "containers": [{
+                "name": "speaker", "image": "metallb/speaker:v0.9.3", "imagePullPolicy": "Always",
+                "ports": [{"containerPort": 7472, "protocol": "TCP", "name": "monitoring"}],
+                "env": [
+                    {"name": "METALLB_NODE_NAME", "valueFrom": field("spec.nodeName")},
+                    {"name": "METALLB_HOST", "valueFrom": field("status.hostIP")},
+                    {"name": "METALLB_ML_BIND_ADDR", "valueFrom": field("status.podIP")},
+                    {"name": "METALLB_ML_LABELS", "value": "app=metallb,component=speaker"},
+                    {"name": "METALLB_ML_NAMESPACE", "valueFrom": field("metadata.namespace")},
+                    {"name": "METALLB_ML_SECRET_KEY", "valueFrom": {"secretKeyRef": {"name": "memberlist", "key": "secretkey"}}},
+                ],
+                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                    "capabilities": {"add": ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"], "drop": ["ALL"]}},
+            }]}}}}));
+    Ok(docs)
+}
+
+/// Charmed Kubernetes' contract, accepted as it is: no args (metrics on the default port,
+/// the config from `config`), the env above, the charm's Secret and one-pool ConfigMap; the
+/// speakers find each other although Juju's Pod labels differ from `METALLB_ML_LABELS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "requires root + netns; run by make test"]
+async fn charmed_kubernetes_charms() -> Result<()> {
+    let v = Variant {
+        ns: "mlb-charmed",
+        source: Source::Charmed("203.0.113.144-203.0.113.159"),
+        user_config: None,
+        user_memberlist: false,
+        expect_dropped: 0,
+        pool: "203.0.113.144/28",
+    };
+    run_variant_then(v, |d| {
+        ensure!(
+            d.controller.args.is_empty() && d.speakers[0].args.is_empty(),
+            "the charms pass no args"
+        );
+        let log = std::fs::read_to_string(&d.speakers[0].log)?;
+        ensure!(
+            log.contains("does not select this speaker's own Pod"),
+            "the label mismatch went unnoticed:{}",
+            d.logs()
+        );
+        Ok(())
+    })
+    .await
+}
+
 // ------------------------------------------------------- kustomize overlay + Spectro pack
 
 /// Our kustomize overlay over MetalLB 0.9.6's manifests (Spectro's lb-metallb manifest pack
@@ -1697,7 +1864,7 @@ async fn kustomize_overlay_and_spectro_pack() -> Result<()> {
     for name in ["web", "web2"] {
         let _ = svcs.delete(name, &DeleteParams::default()).await;
     }
-    Ok(())
+    d.stop().await
 }
 
 /// Unit checks of the kubelet emulation.
