@@ -19,8 +19,9 @@
 //! the entrypoint and user of our image as the Dockerfile defines them. The speaker runs in its
 //! node's network namespace (`hostNetwork`), the controller in a namespace of its own.
 //!
-//! Isolation: the variants share one netns cluster and run one at a time (every controller
-//! handles every Service without a class, exactly as MetalLB's files make it). MetalLB's
+//! Isolation: MetalLB's own files run in one netns cluster, ours and the packs' in a second;
+//! the variants run one at a time (every controller handles every Service without a class,
+//! exactly as MetalLB's files make it), each with its own nodes and controller namespace. MetalLB's
 //! manifests hardcode `metallb-system`: that namespace is rewritten to the variant's own
 //! (object namespaces, RoleBinding subjects, the `metallb-system:` prefix of ClusterRole names);
 //! charts are rendered with `--namespace`. Nothing in a Pod template changes but the image.
@@ -161,7 +162,7 @@ impl Source {
 
 /// Render `source` for namespace `ns`: the documents as they would be applied, before the
 /// image swap.
-fn render(source: &Source, ns: &str, scratch: &Path) -> Result<Vec<Value>> {
+fn render(source: &Source, ns: &str, scratch: &Path, kubectl: &Path) -> Result<Vec<Value>> {
     match source {
         Source::Manifests(version) => {
             let dir = metallb_module(version)?.join("manifests");
@@ -195,7 +196,7 @@ fn render(source: &Source, ns: &str, scratch: &Path) -> Result<Vec<Value>> {
             Ok(docs)
         }
         Source::Kustomize(version) => {
-            let mut docs = yaml_docs(&kustomize_overlay(version, scratch)?)?;
+            let mut docs = yaml_docs(&kustomize_overlay(version, scratch, kubectl)?)?;
             for d in &mut docs {
                 rehome(d, ns);
             }
@@ -206,7 +207,7 @@ fn render(source: &Source, ns: &str, scratch: &Path) -> Result<Vec<Value>> {
 
 /// `kubectl kustomize` of our overlay with its remote base replaced by a copy of MetalLB's
 /// manifests directory at `version` (from the module cache, into `scratch`).
-fn kustomize_overlay(version: &str, scratch: &Path) -> Result<String> {
+fn kustomize_overlay(version: &str, scratch: &Path, kubectl: &Path) -> Result<String> {
     let upstream = metallb_module(version)?.join("manifests");
     let base = scratch.join("base");
     let overlay = scratch.join("overlay");
@@ -230,7 +231,7 @@ fn kustomize_overlay(version: &str, scratch: &Path) -> Result<String> {
         overlay.join("kustomization.yaml"),
         ours.replace(remote, "  - ../base"),
     )?;
-    let out = std::process::Command::new(lab::cluster()?.kubectl_path())
+    let out = std::process::Command::new(kubectl)
         .arg("kustomize")
         .arg(&overlay)
         .stdin(Stdio::null())
@@ -965,33 +966,35 @@ fn legacy_config(pool: &str) -> String {
     format!("address-pools:\n- name: default\n  protocol: layer2\n  addresses:\n  - {pool}\n")
 }
 
-/// The shared client namespace (one for all variants: the netns budget of a cluster is 29).
-fn client_ns(cluster: &Cluster) -> Result<String> {
-    static CLIENT: OnceLock<Result<String, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            let name = format!("dpc{}", std::process::id() % 100_000);
-            lab::client_netns(cluster, &name)
-                .map(|()| name)
-                .map_err(|e| format!("{e:#}"))
-        })
-        .clone()
-        .map_err(|e| anyhow!("{e}"))
+/// The netns cluster a variant runs in: MetalLB's own files in one, ours and the packs' in a
+/// second (a cluster has room for 29 network namespaces: a client, and two nodes plus a
+/// controller per variant).
+fn cluster_of(source: &Source) -> Result<&'static Cluster> {
+    static OURS: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    match source {
+        Source::Manifests(_) | Source::Chart(..) => lab::cluster(),
+        _ => OURS
+            .get_or_init(|| {
+                Cluster::start(&cluster::Options { netns: true }).map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(|e| anyhow!("starting the second netns cluster failed: {e}")),
+    }
 }
 
-/// The controllers' network namespace and its address, shared by the variants (they run one
-/// at a time; the netns budget of a cluster is 29).
-fn controller_netns(cluster: &Cluster) -> Result<(String, String)> {
-    static CTL: OnceLock<Result<(String, String), String>> = OnceLock::new();
-    CTL.get_or_init(|| {
-        let name = format!("dpctl{}", std::process::id() % 100_000);
-        cluster
-            .add_node_netns(&name)
-            .map(|addr| (name, addr))
-            .map_err(|e| format!("{e:#}"))
-    })
-    .clone()
-    .map_err(|e| anyhow!("{e}"))
+/// The client namespace of `cluster` (one per cluster, shared by its variants).
+fn client_ns(cluster: &Cluster) -> Result<String> {
+    static CLIENTS: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+    let mut clients = CLIENTS
+        .lock()
+        .map_err(|_| anyhow!("client netns lock poisoned"))?;
+    if let Some(name) = clients.get(cluster.dir()) {
+        return Ok(name.clone());
+    }
+    let name = format!("dpc{}-{}", std::process::id() % 100_000, clients.len());
+    lab::client_netns(cluster, &name)?;
+    clients.insert(cluster.dir().to_path_buf(), name.clone());
+    Ok(name)
 }
 
 /// What a deployed variant left running.
@@ -1005,7 +1008,7 @@ struct Deployed {
 
 /// Render, apply and start `v`, with two nodes; returns once the processes are started.
 async fn deploy(v: &Variant) -> Result<Deployed> {
-    let cluster = lab::cluster()?;
+    let cluster = cluster_of(&v.source)?;
     let admin = cluster.client().await?;
     // Services of earlier variants would be handled by this controller too.
     let earlier: Vec<String> = USED.lock().map(|u| u.clone()).unwrap_or_default();
@@ -1019,7 +1022,7 @@ async fn deploy(v: &Variant) -> Result<Deployed> {
     }
     let scratch = cluster.dir().join(format!("deploy-{}", v.ns));
     std::fs::create_dir_all(&scratch)?;
-    let docs = render(&v.source, v.ns, &scratch)?;
+    let docs = render(&v.source, v.ns, &scratch, &cluster.kubectl_path())?;
     let psp: Vec<Value> = docs
         .iter()
         .filter(|d| d["kind"] == "PodSecurityPolicy")
@@ -1120,7 +1123,8 @@ async fn deploy(v: &Variant) -> Result<Deployed> {
             log,
         )?);
     }
-    let (controller_netns, controller_addr) = controller_netns(cluster)?;
+    let controller_netns = format!("{short}-ctl");
+    let controller_addr = cluster.add_node_netns(&controller_netns)?;
     let mut lab = Lab {
         cluster,
         admin: admin.clone(),
@@ -1241,8 +1245,7 @@ impl Started {
 }
 
 impl Deployed {
-    /// Kill every process and wait for them to exit (the next variant reuses the controller's
-    /// network namespace and port).
+    /// Kill every process and wait for them to exit.
     async fn stop(mut self) -> Result<()> {
         self.controller.kill().await?;
         for s in &mut self.speakers {
