@@ -1870,6 +1870,61 @@ async fn kustomize_overlay_and_spectro_pack() -> Result<()> {
     d.stop().await
 }
 
+/// What can be checked of the Dockerfile without Docker: every binary of the package is built
+/// and copied out and is the entrypoint of a target named after it; every `cargo build` is
+/// `--locked --offline` after one `cargo fetch --locked`; the controller target runs as
+/// 65534; the speaker's binary gets exactly `cap_net_raw`. (`make lint` runs hadolint.)
+#[test]
+fn dockerfile_builds_what_the_tests_run() -> Result<()> {
+    let text = std::fs::read_to_string(cluster::repo_root().join("Dockerfile"))?;
+    // The package's binaries: src/bin/*.rs (no [[bin]] sections).
+    let mut bins: Vec<String> = std::fs::read_dir(cluster::repo_root().join("src/bin"))?
+        .filter_map(|e| {
+            e.ok()?
+                .path()
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .collect();
+    bins.sort();
+    ensure!(bins.len() == 3, "binaries in src/bin: {bins:?}");
+    let stages = dockerfile_stages(&text);
+    for bin in &bins {
+        ensure!(
+            text.contains(&format!("target/release/{bin}")),
+            "the Dockerfile does not copy out {bin}"
+        );
+        let target = bin.trim_start_matches("metallb-");
+        let entry = stages.get(target).and_then(|s| s.entrypoint.clone());
+        ensure!(
+            entry.as_deref() == Some(&format!("/{bin}")[..]),
+            "target {target}: entrypoint {entry:?}, expected /{bin}"
+        );
+    }
+    let builds: Vec<&str> = text.split("cargo build").skip(1).collect();
+    ensure!(
+        !builds.is_empty()
+            && builds.iter().all(|b| {
+                let args = b.split("&&").next().unwrap_or_default();
+                args.contains("--locked") && args.contains("--offline")
+            }),
+        "every cargo build must be --locked --offline"
+    );
+    ensure!(
+        text.contains("cargo fetch --locked"),
+        "no cargo fetch --locked"
+    );
+    ensure!(
+        stages.get("controller").map(|s| (s.uid, s.gid)) == Some((65534, 65534)),
+        "the controller image must run as 65534"
+    );
+    ensure!(
+        dockerfile_setcap(&text, "speaker").as_deref() == Some("cap_net_raw+ep"),
+        "the speaker binary must get cap_net_raw (and nothing else)"
+    );
+    Ok(())
+}
+
 /// Unit checks of the kubelet emulation.
 #[test]
 fn kubelet_expansion_and_capabilities() {
