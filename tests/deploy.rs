@@ -19,8 +19,9 @@
 //! the entrypoint and user of our image as the Dockerfile defines them. The speaker runs in its
 //! node's network namespace (`hostNetwork`), the controller in a namespace of its own.
 //!
-//! Isolation: the variants share one netns cluster and run one at a time (every controller
-//! handles every Service without a class, exactly as MetalLB's files make it). MetalLB's
+//! Isolation: MetalLB's own files run in one netns cluster, ours and the packs' in a second;
+//! the variants run one at a time (every controller handles every Service without a class,
+//! exactly as MetalLB's files make it), each with its own nodes and controller namespace. MetalLB's
 //! manifests hardcode `metallb-system`: that namespace is rewritten to the variant's own
 //! (object namespaces, RoleBinding subjects, the `metallb-system:` prefix of ClusterRole names);
 //! charts are rendered with `--namespace`. Nothing in a Pod template changes but the image.
@@ -142,6 +143,8 @@ enum Source {
     OurChart(String),
     /// Our `manifests/metallb-rs.yaml`.
     OurManifest,
+    /// Charmed Kubernetes' metallb-controller/metallb-speaker charms' objects (pool `iprange`).
+    Charmed(&'static str),
     /// Our `manifests/kustomize` overlay over MetalLB's manifests at this version (the overlay
     /// swaps the images and drops the PodSecurityPolicies itself).
     Kustomize(&'static str),
@@ -150,13 +153,16 @@ enum Source {
 impl Source {
     /// Whether the test swaps the images (MetalLB's own files) or the source has ours.
     fn upstream_images(&self) -> bool {
-        matches!(self, Source::Manifests(_) | Source::Chart(..))
+        matches!(
+            self,
+            Source::Manifests(_) | Source::Chart(..) | Source::Charmed(_)
+        )
     }
 }
 
 /// Render `source` for namespace `ns`: the documents as they would be applied, before the
 /// image swap.
-fn render(source: &Source, ns: &str, scratch: &Path) -> Result<Vec<Value>> {
+fn render(source: &Source, ns: &str, scratch: &Path, kubectl: &Path) -> Result<Vec<Value>> {
     match source {
         Source::Manifests(version) => {
             let dir = metallb_module(version)?.join("manifests");
@@ -180,6 +186,7 @@ fn render(source: &Source, ns: &str, scratch: &Path) -> Result<Vec<Value>> {
             let chart = cluster::repo_root().join("charts/metallb-rs");
             yaml_docs(&helm_template(&chart, "metallb", ns, values, scratch)?)
         }
+        Source::Charmed(iprange) => charmed_objects(ns, iprange),
         Source::OurManifest => {
             let path = cluster::repo_root().join("manifests/metallb-rs.yaml");
             let mut docs = yaml_docs(&std::fs::read_to_string(&path)?)?;
@@ -189,7 +196,7 @@ fn render(source: &Source, ns: &str, scratch: &Path) -> Result<Vec<Value>> {
             Ok(docs)
         }
         Source::Kustomize(version) => {
-            let mut docs = yaml_docs(&kustomize_overlay(version, scratch)?)?;
+            let mut docs = yaml_docs(&kustomize_overlay(version, scratch, kubectl)?)?;
             for d in &mut docs {
                 rehome(d, ns);
             }
@@ -200,7 +207,7 @@ fn render(source: &Source, ns: &str, scratch: &Path) -> Result<Vec<Value>> {
 
 /// `kubectl kustomize` of our overlay with its remote base replaced by a copy of MetalLB's
 /// manifests directory at `version` (from the module cache, into `scratch`).
-fn kustomize_overlay(version: &str, scratch: &Path) -> Result<String> {
+fn kustomize_overlay(version: &str, scratch: &Path, kubectl: &Path) -> Result<String> {
     let upstream = metallb_module(version)?.join("manifests");
     let base = scratch.join("base");
     let overlay = scratch.join("overlay");
@@ -224,7 +231,7 @@ fn kustomize_overlay(version: &str, scratch: &Path) -> Result<String> {
         overlay.join("kustomization.yaml"),
         ours.replace(remote, "  - ../base"),
     )?;
-    let out = std::process::Command::new(lab::cluster()?.kubectl_path())
+    let out = std::process::Command::new(kubectl)
         .arg("kustomize")
         .arg(&overlay)
         .stdin(Stdio::null())
@@ -959,18 +966,35 @@ fn legacy_config(pool: &str) -> String {
     format!("address-pools:\n- name: default\n  protocol: layer2\n  addresses:\n  - {pool}\n")
 }
 
-/// The shared client namespace (one for all variants: the netns budget of a cluster is 29).
+/// The netns cluster a variant runs in: MetalLB's own files in one, ours and the packs' in a
+/// second (a cluster has room for 29 network namespaces: a client, and two nodes plus a
+/// controller per variant).
+fn cluster_of(source: &Source) -> Result<&'static Cluster> {
+    static OURS: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    match source {
+        Source::Manifests(_) | Source::Chart(..) => lab::cluster(),
+        _ => OURS
+            .get_or_init(|| {
+                Cluster::start(&cluster::Options { netns: true }).map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(|e| anyhow!("starting the second netns cluster failed: {e}")),
+    }
+}
+
+/// The client namespace of `cluster` (one per cluster, shared by its variants).
 fn client_ns(cluster: &Cluster) -> Result<String> {
-    static CLIENT: OnceLock<Result<String, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            let name = format!("dpc{}", std::process::id() % 100_000);
-            lab::client_netns(cluster, &name)
-                .map(|()| name)
-                .map_err(|e| format!("{e:#}"))
-        })
-        .clone()
-        .map_err(|e| anyhow!("{e}"))
+    static CLIENTS: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+    let mut clients = CLIENTS
+        .lock()
+        .map_err(|_| anyhow!("client netns lock poisoned"))?;
+    if let Some(name) = clients.get(cluster.dir()) {
+        return Ok(name.clone());
+    }
+    let name = format!("dpc{}-{}", std::process::id() % 100_000, clients.len());
+    lab::client_netns(cluster, &name)?;
+    clients.insert(cluster.dir().to_path_buf(), name.clone());
+    Ok(name)
 }
 
 /// What a deployed variant left running.
@@ -984,7 +1008,7 @@ struct Deployed {
 
 /// Render, apply and start `v`, with two nodes; returns once the processes are started.
 async fn deploy(v: &Variant) -> Result<Deployed> {
-    let cluster = lab::cluster()?;
+    let cluster = cluster_of(&v.source)?;
     let admin = cluster.client().await?;
     // Services of earlier variants would be handled by this controller too.
     let earlier: Vec<String> = USED.lock().map(|u| u.clone()).unwrap_or_default();
@@ -998,7 +1022,7 @@ async fn deploy(v: &Variant) -> Result<Deployed> {
     }
     let scratch = cluster.dir().join(format!("deploy-{}", v.ns));
     std::fs::create_dir_all(&scratch)?;
-    let docs = render(&v.source, v.ns, &scratch)?;
+    let docs = render(&v.source, v.ns, &scratch, &cluster.kubectl_path())?;
     let psp: Vec<Value> = docs
         .iter()
         .filter(|d| d["kind"] == "PodSecurityPolicy")
@@ -1221,6 +1245,15 @@ impl Started {
 }
 
 impl Deployed {
+    /// Kill every process and wait for them to exit.
+    async fn stop(mut self) -> Result<()> {
+        self.controller.kill().await?;
+        for s in &mut self.speakers {
+            s.kill().await?;
+        }
+        Ok(())
+    }
+
     /// Fail with `why` and the logs when the log at `path` contains `needle`.
     fn log_lacks(&self, path: &Path, needle: &str, why: &str) -> Result<()> {
         let log = std::fs::read_to_string(path)?;
@@ -1322,7 +1355,7 @@ async fn run_variant_then(v: Variant, check: impl FnOnce(&Deployed) -> Result<()
     let _ = Api::<Service>::namespaced(d.lab.admin.clone(), v.ns)
         .delete("web", &DeleteParams::default())
         .await;
-    Ok(())
+    d.stop().await
 }
 
 // --------------------------------------------------------------------------------- tests
@@ -1615,6 +1648,143 @@ async fn our_manifest_runs() -> Result<()> {
     .await
 }
 
+// -------------------------------------------------------------------- Charmed Kubernetes
+
+/// The objects the Charmed Kubernetes charms (charmed-kubernetes/metallb-operator, podspec v3,
+/// `deployment: type: daemon`, MetalLB 0.9.3 images) have Juju create, written out here from
+/// the charms' pod specs: containers **without args**, the speaker's env contract
+/// (`METALLB_NODE_NAME`, `METALLB_HOST`, `METALLB_ML_BIND_ADDR`, `METALLB_ML_LABELS=
+/// app=metallb,component=speaker`, `METALLB_ML_NAMESPACE`, `METALLB_ML_SECRET_KEY` from Secret
+/// `memberlist`), caps NET_ADMIN/NET_RAW/SYS_ADMIN, the `memberlist` Secret (128 random
+/// characters), the ConfigMap `config` with one layer2 pool from the `iprange` option, global
+/// roles plus `config-watcher`/`pod-lister`. Juju's side is assumed: Pods labelled by Juju
+/// (`app.kubernetes.io/name: metallb-speaker`, not the `METALLB_ML_LABELS`), ServiceAccounts
+/// named after the applications, the speaker on the host network.
+fn charmed_objects(ns: &str, iprange: &str) -> Result<Vec<Value>> {
+    let secret: String =
+        lab::run(std::process::Command::new("openssl").args(["rand", "-hex", "64"]))?
+            .trim()
+            .to_owned();
+    let rule = |groups: &[&str], res: &[&str], verbs: &[&str]| json!({"apiGroups": groups, "resources": res, "verbs": verbs});
+    let mut docs = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "config", "namespace": ns},
+               "data": {"config": format!("address-pools:\n- name: default\n  protocol: layer2\n  addresses:\n  - {iprange}")}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "memberlist", "namespace": ns},
+               "type": "Opaque", "stringData": {"secretkey": secret}}),
+    ];
+    let apps = [
+        (
+            "metallb-controller",
+            vec![
+                rule(&[""], &["services"], &["get", "list", "watch", "update"]),
+                rule(&[""], &["services/status"], &["update"]),
+                rule(&[""], &["events"], &["create", "patch"]),
+            ],
+            vec!["config-watcher"],
+        ),
+        (
+            "metallb-speaker",
+            vec![
+                rule(
+                    &[""],
+                    &["services", "endpoints", "nodes"],
+                    &["get", "list", "watch"],
+                ),
+                rule(&[""], &["events"], &["create", "patch"]),
+            ],
+            vec!["config-watcher", "pod-lister"],
+        ),
+    ];
+    docs.push(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "config-watcher", "namespace": ns},
+        "rules": [rule(&[""], &["configmaps"], &["get", "list", "watch"])]}),
+    );
+    docs.push(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "pod-lister", "namespace": ns},
+        "rules": [rule(&[""], &["pods"], &["list"])]}),
+    );
+    for (app, rules, roles) in apps {
+        let subject = json!([{"kind": "ServiceAccount", "name": app, "namespace": ns}]);
+        docs.push(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": app, "namespace": ns}}));
+        docs.push(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": format!("{ns}-{app}")}, "rules": rules}),
+        );
+        docs.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": format!("{ns}-{app}")}, "subjects": subject,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{ns}-{app}")}}));
+        for role in roles {
+            docs.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": format!("{role}-{app}"), "namespace": ns}, "subjects": subject,
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role}}));
+        }
+    }
+    let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
+    let labels = |app: &str| json!({"app.kubernetes.io/name": app});
+    docs.push(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "metallb-controller", "namespace": ns},
+    "spec": {"selector": {"matchLabels": labels("metallb-controller")}, "template": {
+        "metadata": {"labels": labels("metallb-controller")},
+        "spec": {"serviceAccountName": "metallb-controller", "containers": [{
+            "name": "controller", "image": "metallb/controller:v0.9.3", "imagePullPolicy": "Always",
+            "ports": [{"containerPort": 7472, "protocol": "TCP", "name": "monitoring"}],
+            "securityContext": {"privileged": false, "runAsNonRoot": true, "runAsUser": 65534,
+                "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
+        }]}}}}));
+    docs.push(json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "metallb-speaker", "namespace": ns},
+        "spec": {"selector": {"matchLabels": labels("metallb-speaker")}, "template": {
+            "metadata": {"labels": labels("metallb-speaker")},
+            "spec": {"serviceAccountName": "metallb-speaker", "hostNetwork": true, "containers": [{
+                "name": "speaker", "image": "metallb/speaker:v0.9.3", "imagePullPolicy": "Always",
+                "ports": [{"containerPort": 7472, "protocol": "TCP", "name": "monitoring"}],
+                "env": [
+                    {"name": "METALLB_NODE_NAME", "valueFrom": field("spec.nodeName")},
+                    {"name": "METALLB_HOST", "valueFrom": field("status.hostIP")},
+                    {"name": "METALLB_ML_BIND_ADDR", "valueFrom": field("status.podIP")},
+                    {"name": "METALLB_ML_LABELS", "value": "app=metallb,component=speaker"},
+                    {"name": "METALLB_ML_NAMESPACE", "valueFrom": field("metadata.namespace")},
+                    {"name": "METALLB_ML_SECRET_KEY", "valueFrom": {"secretKeyRef": {"name": "memberlist", "key": "secretkey"}}},
+                ],
+                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                    "capabilities": {"add": ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"], "drop": ["ALL"]}},
+            }]}}}}));
+    Ok(docs)
+}
+
+/// Charmed Kubernetes' contract, accepted as it is: no args (metrics on the default port,
+/// the config from `config`), the env above, the charm's Secret and one-pool ConfigMap; the
+/// speakers find each other although Juju's Pod labels differ from `METALLB_ML_LABELS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "requires root + netns; run by make test"]
+async fn charmed_kubernetes_charms() -> Result<()> {
+    let v = Variant {
+        ns: "mlb-charmed",
+        source: Source::Charmed("203.0.113.144-203.0.113.159"),
+        user_config: None,
+        user_memberlist: false,
+        expect_dropped: 0,
+        pool: "203.0.113.144/28",
+    };
+    run_variant_then(v, |d| {
+        ensure!(
+            d.controller.args.is_empty() && d.speakers[0].args.is_empty(),
+            "the charms pass no args"
+        );
+        let log = std::fs::read_to_string(&d.speakers[0].log)?;
+        ensure!(
+            log.contains("does not select this speaker's own Pod"),
+            "the label mismatch went unnoticed:{}",
+            d.logs()
+        );
+        Ok(())
+    })
+    .await
+}
+
 // ------------------------------------------------------- kustomize overlay + Spectro pack
 
 /// Our kustomize overlay over MetalLB 0.9.6's manifests (Spectro's lb-metallb manifest pack
@@ -1697,6 +1867,61 @@ async fn kustomize_overlay_and_spectro_pack() -> Result<()> {
     for name in ["web", "web2"] {
         let _ = svcs.delete(name, &DeleteParams::default()).await;
     }
+    d.stop().await
+}
+
+/// What can be checked of the Dockerfile without Docker: every binary of the package is built
+/// and copied out and is the entrypoint of a target named after it; every `cargo build` is
+/// `--locked --offline` after one `cargo fetch --locked`; the controller target runs as
+/// 65534; the speaker's binary gets exactly `cap_net_raw`. (`make lint` runs hadolint.)
+#[test]
+fn dockerfile_builds_what_the_tests_run() -> Result<()> {
+    let text = std::fs::read_to_string(cluster::repo_root().join("Dockerfile"))?;
+    // The package's binaries: src/bin/*.rs (no [[bin]] sections).
+    let mut bins: Vec<String> = std::fs::read_dir(cluster::repo_root().join("src/bin"))?
+        .filter_map(|e| {
+            e.ok()?
+                .path()
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .collect();
+    bins.sort();
+    ensure!(bins.len() == 3, "binaries in src/bin: {bins:?}");
+    let stages = dockerfile_stages(&text);
+    for bin in &bins {
+        ensure!(
+            text.contains(&format!("target/release/{bin}")),
+            "the Dockerfile does not copy out {bin}"
+        );
+        let target = bin.trim_start_matches("metallb-");
+        let entry = stages.get(target).and_then(|s| s.entrypoint.clone());
+        ensure!(
+            entry.as_deref() == Some(&format!("/{bin}")[..]),
+            "target {target}: entrypoint {entry:?}, expected /{bin}"
+        );
+    }
+    let builds: Vec<&str> = text.split("cargo build").skip(1).collect();
+    ensure!(
+        !builds.is_empty()
+            && builds.iter().all(|b| {
+                let args = b.split("&&").next().unwrap_or_default();
+                args.contains("--locked") && args.contains("--offline")
+            }),
+        "every cargo build must be --locked --offline"
+    );
+    ensure!(
+        text.contains("cargo fetch --locked"),
+        "no cargo fetch --locked"
+    );
+    ensure!(
+        stages.get("controller").map(|s| (s.uid, s.gid)) == Some((65534, 65534)),
+        "the controller image must run as 65534"
+    );
+    ensure!(
+        dockerfile_setcap(&text, "speaker").as_deref() == Some("cap_net_raw+ep"),
+        "the speaker binary must get cap_net_raw (and nothing else)"
+    );
     Ok(())
 }
 

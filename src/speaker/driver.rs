@@ -276,14 +276,21 @@ impl Args {
             tokio::spawn(watch_endpoints(client.clone(), tx.clone()));
         }
         tokio::spawn(watch_nodes(client.clone(), me.clone(), tx.clone()));
-        // Without METALLB_ML_LABELS (MetalLB's chart with `speaker.memberlist.enabled=false`)
-        // the speaker Pods carry the chart's labels, not the manifests': take the selector
-        // from this node's own DaemonSet Pod.
-        let labels = match labels {
-            Some(l) => l,
-            None => own_pod_selector(&client, &pods_ns, &me)
-                .await
-                .unwrap_or_else(|| "app=metallb,component=speaker".into()),
+        // The speaker Pods are those labelled like this node's own DaemonSet Pod when
+        // METALLB_ML_LABELS is unset (MetalLB's chart with `speaker.memberlist.enabled=false`)
+        // or does not select that Pod (Charmed Kubernetes' charm passes the manifests' labels
+        // while Juju labels the Pods its own way): with a selector matching no speaker, no
+        // node would ever be a candidate.
+        let own = own_pod_labels(&client, &pods_ns, &me).await;
+        let labels = match (labels, own) {
+            (Some(l), Some(own)) if !selects(&l, &own) => {
+                let derived = template_selector(&own);
+                warn!(ml_labels = %l, selector = %derived, "METALLB_ML_LABELS does not select this speaker's own Pod; selecting speaker Pods by its labels instead");
+                derived
+            }
+            (Some(l), _) => l,
+            (None, Some(own)) => template_selector(&own),
+            (None, None) => "app=metallb,component=speaker".into(),
         };
         let pods_watched = pods_watch_allowed(&client, &pods_ns).await;
         let normal_poll = if pods_watched {
@@ -577,10 +584,8 @@ fn pod_key(p: &Pod) -> String {
     )
 }
 
-/// The label selector of the speaker Pods, from this node's own DaemonSet Pod in `ns` (its
-/// template labels, without the ones the DaemonSet controller adds per revision). `None` when
-/// it cannot be found (the caller falls back to MetalLB's manifest labels).
-async fn own_pod_selector(client: &Client, ns: &str, me: &str) -> Option<String> {
+/// The labels of this node's own DaemonSet Pod in `ns`; `None` when it cannot be found.
+async fn own_pod_labels(client: &Client, ns: &str, me: &str) -> Option<BTreeMap<String, String>> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let lp = ListParams::default().fields(&format!("spec.nodeName={me}"));
     let list = match tokio::time::timeout(API_PROBE_TIMEOUT, api.list(&lp)).await {
@@ -598,9 +603,22 @@ async fn own_pod_selector(client: &Client, ns: &str, me: &str) -> Option<String>
             .flatten()
             .any(|o| o.kind == "DaemonSet" && o.controller == Some(true))
     })?;
-    let selector = template_selector(own.metadata.labels.as_ref()?);
-    info!(%selector, "Speaker Pods selected by this speaker's own Pod labels");
-    (!selector.is_empty()).then_some(selector)
+    own.metadata.labels.clone().filter(|l| !l.is_empty())
+}
+
+/// Whether an equality selector `k=v,k2=v2` selects `labels` (other selector syntax is
+/// trusted as given: true).
+fn selects(selector: &str, labels: &BTreeMap<String, String>) -> bool {
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .all(|t| match t.split_once('=') {
+            Some((k, v)) if !k.ends_with('!') && !v.starts_with('=') => {
+                labels.get(k.trim()).is_some_and(|x| x == v.trim())
+            }
+            _ => true,
+        })
 }
 
 /// `k=v,...` of a DaemonSet Pod's labels without `controller-revision-hash` and
@@ -1320,9 +1338,10 @@ impl State {
 #[cfg(test)]
 mod tests {
 
-    /// Without METALLB_ML_LABELS, the selector is the DaemonSet Pod's template labels.
+    /// The speaker Pods' selector from the own Pod's labels, and when METALLB_ML_LABELS
+    /// selects that Pod.
     #[test]
-    fn own_pod_selector_drops_revision_labels() {
+    fn own_pod_selector_and_matching() {
         let labels: BTreeMap<String, String> = [
             ("app.kubernetes.io/component", "speaker"),
             ("app.kubernetes.io/name", "metallb"),
@@ -1336,6 +1355,10 @@ mod tests {
             template_selector(&labels),
             "app.kubernetes.io/component=speaker,app.kubernetes.io/name=metallb"
         );
+        assert!(selects("app.kubernetes.io/name=metallb", &labels));
+        assert!(selects(" app.kubernetes.io/name = metallb ,", &labels));
+        assert!(!selects("app=metallb,component=speaker", &labels));
+        assert!(selects("app!=x", &labels), "other syntax is trusted");
     }
 
     use super::*;
