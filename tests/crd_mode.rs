@@ -19,9 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use cluster::{Cluster, MetallbRbac};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams};
 use metallb_rs::config::crd::{Document, Kind};
 use metallb_rs::k8s::config_source::{SOURCE_ANNOTATION, api_resource, list_objects};
 use metallb_rs::migrate::{self, Request, Resource, Source};
@@ -174,48 +173,10 @@ impl Env {
         Ok(env)
     }
 
-    /// Apply manifests/rbac-crd-mode.yaml with this namespace for metallb-system; wait until
-    /// the controller's account may list IPAddressPools.
     async fn install_crd_rbac(&self) -> Result<()> {
-        let text = std::fs::read_to_string(common::repo().join("manifests/rbac-crd-mode.yaml"))?;
-        let text = text.replace("metallb-system", &self.ns);
-        let pp = PatchParams::apply("test").force();
-        for d in serde_saphyr::from_multiple::<Value>(&text)?
-            .into_iter()
-            .filter(|d| !d.is_null())
-        {
-            let name = d["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            match d["kind"].as_str() {
-                Some("Role") => {
-                    let r: Role = serde_json::from_value(d)?;
-                    Api::<Role>::namespaced(self.admin.clone(), &self.ns)
-                        .patch(&name, &pp, &Patch::Apply(&r))
-                        .await?;
-                }
-                Some("RoleBinding") => {
-                    let r: RoleBinding = serde_json::from_value(d)?;
-                    Api::<RoleBinding>::namespaced(self.admin.clone(), &self.ns)
-                        .patch(&name, &pp, &Patch::Apply(&r))
-                        .await?;
-                }
-                other => bail!("unexpected kind {other:?} in rbac-crd-mode.yaml"),
-            }
-        }
-        let sa = self
-            .cluster
-            .service_account_client(&self.admin, &self.ns, "controller")
-            .await?;
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(sa, &self.ns, &api_resource(Kind::IPAddressPool));
-        let t = Instant::now();
-        while api.list(&ListParams::default().limit(1)).await.is_err() {
-            ensure!(t.elapsed() < WAIT, "rbac-crd-mode.yaml not effective");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(())
+        self.cluster
+            .install_crd_mode_rbac(&self.admin, &self.ns)
+            .await
     }
 
     fn controller(&self, source: &str) -> Result<Controller> {
@@ -296,19 +257,7 @@ impl Env {
 
     /// Every Service of the namespace with its status IPs.
     async fn snapshot(&self) -> Result<BTreeMap<String, Vec<IpAddr>>> {
-        Ok(self
-            .services()
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .map(|s| {
-                (
-                    s.metadata.name.clone().unwrap_or_default(),
-                    metallb_rs::k8s::service::status_ips(&s),
-                )
-            })
-            .collect())
+        cluster::service_ips(&self.services()).await
     }
 
     async fn wait_event(&self, name: &str, reason: &str, needle: &str) -> Result<()> {

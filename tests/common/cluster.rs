@@ -404,6 +404,48 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Apply `manifests/rbac-crd-mode.yaml` with `ns` standing in for `metallb-system`; return
+    /// once the controller's and the speaker's accounts may list IPAddressPools.
+    pub(crate) async fn install_crd_mode_rbac(&self, admin: &Client, ns: &str) -> Result<()> {
+        let path = repo_root().join("manifests/rbac-crd-mode.yaml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .replace("metallb-system", ns);
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        for d in serde_saphyr::from_multiple::<Value>(&text)?
+            .into_iter()
+            .filter(|d| !d.is_null())
+        {
+            let name = d["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            match d["kind"].as_str() {
+                Some("Role") => {
+                    let r: Role = serde_json::from_value(d)?;
+                    Api::<Role>::namespaced(admin.clone(), ns)
+                        .patch(&name, &pp, &Patch::Apply(&r))
+                        .await?;
+                }
+                Some("RoleBinding") => {
+                    let r: RoleBinding = serde_json::from_value(d)?;
+                    Api::<RoleBinding>::namespaced(admin.clone(), ns)
+                        .patch(&name, &pp, &Patch::Apply(&r))
+                        .await?;
+                }
+                other => bail!("{}: unexpected kind {other:?}", path.display()),
+            }
+        }
+        let rule = json!({"apiGroups": ["metallb.io"], "resources": ["ipaddresspools"], "verbs": ["list"]});
+        for sa in ["controller", "speaker"] {
+            let user = format!("system:serviceaccount:{ns}:{sa}");
+            wait_for_access(admin, &user, &rule, Some(ns)).await?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if !self.owned {
@@ -616,6 +658,24 @@ where
     tokio::time::timeout(timeout, next)
         .await
         .map_err(|_| anyhow!("no event within {timeout:?}"))
+}
+
+/// Every Service `api` lists, by name, with the IPs in its status.
+pub(crate) async fn service_ips(
+    api: &Api<k8s_openapi::api::core::v1::Service>,
+) -> Result<BTreeMap<String, Vec<std::net::IpAddr>>> {
+    Ok(api
+        .list(&kube::api::ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|s| {
+            (
+                s.metadata.name.clone().unwrap_or_default(),
+                metallb_rs::k8s::service::status_ips(&s),
+            )
+        })
+        .collect())
 }
 
 /// Is this error an API error with HTTP status `code`?
