@@ -19,9 +19,13 @@
 //! [`read_config`] maps CRD objects onto the legacy model (peers, `bgp-communities`,
 //! `address-pools`, `bfd-profiles`) and runs the result through the very parser and validator
 //! the controller uses ([`super::parse_payload`]), so a set of CRDs is accepted exactly when the
-//! equivalent ConfigMap would be. Fields with no legacy equivalent (advertisement selectors,
-//! peers and interfaces, `serviceAllocation`, `vrf`, large communities …) are rejected with an
-//! error that names them instead of being dropped. A pool's protocol is derived from the
+//! equivalent ConfigMap would be; a validator error is attributed to the object it is about
+//! ([`Origins`], [`CrdError::object`]). It is the product's reader: both binaries feed it the
+//! objects they watch in CRD mode (`crate::k8s::config_source`), one [`Document::from_value`]
+//! per object. `ipAddressPoolSelectors` are resolved against the IPAddressPools' labels. Fields
+//! with no legacy equivalent (advertisement node selectors, peers and interfaces,
+//! `serviceAllocation`, `vrf`, large communities …) are rejected with an error that names them
+//! instead of being dropped. A pool's `metallb-rs.io/legacy-name` annotation becomes an alias. A pool's protocol is derived from the
 //! advertisements naming it: L2Advertisements make it `layer2`, BGPAdvertisements make it
 //! `bgp` (one legacy advertisement per BGPAdvertisement, in document order); a pool named by
 //! both kinds, or by none, has no legacy equivalent and is rejected.
