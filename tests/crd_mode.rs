@@ -286,10 +286,19 @@ impl Env {
 
     /// Run `metallb-migrate --from-cluster` as the admin (kubeconfig as kubectl finds it).
     async fn migrate(&self, args: &[&str]) -> Result<(i32, String, String)> {
+        self.migrate_as(self.cluster.kubeconfig(), args).await
+    }
+
+    /// Run `metallb-migrate --from-cluster` with this kubeconfig.
+    async fn migrate_as(
+        &self,
+        kubeconfig: &std::path::Path,
+        args: &[&str],
+    ) -> Result<(i32, String, String)> {
         let out = tokio::process::Command::new(MIGRATE)
             .args(["--from-cluster", "--services", "--namespace", &self.ns])
             .args(args)
-            .env("KUBECONFIG", self.cluster.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .stdin(Stdio::null())
             .output()
             .await?;
@@ -603,5 +612,57 @@ async fn migrate_apply_refuses_to_take_over_a_foreign_object() -> Result<()> {
         .get(SOURCE_ANNOTATION)
         .cloned();
     ensure!(src.is_none(), "the ConfigMap was touched: {src:?}");
+    Ok(())
+}
+
+/// `manifests/rbac-migrate.yaml` is enough for the whole job (dry run, apply with
+/// `--services` and `--password-secrets`, rollback) and grants nothing in metallb.io outside
+/// its namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_runs_under_its_least_privilege_rbac() -> Result<()> {
+    let env = Env::new("crd-mig-rbac", true).await?;
+    env.cluster
+        .install_migrate_rbac(&env.admin, &env.ns)
+        .await?;
+    let kc = env
+        .cluster
+        .service_account_kubeconfig(&env.admin, &env.ns, "metallb-migrate")
+        .await?;
+    env.set_configmap(
+        "peers:\n- {my-asn: 64500, peer-asn: 64501, peer-address: 192.0.2.1, password: s3cret}\naddress-pools:\n- {name: Prod_Pool, protocol: bgp, addresses: [203.0.113.0/28]}\n",
+    )
+    .await?;
+    env.create_lb("web", Some("Prod_Pool")).await?;
+    for args in [
+        &["--password-secrets"][..],
+        &["--password-secrets", "--apply"],
+        &["--password-secrets", "--apply"],
+        &["--rollback"],
+    ] {
+        let (code, out, err) = env.migrate_as(&kc, args).await?;
+        ensure!(code == 0, "{args:?} under rbac-migrate.yaml: {out}{err}");
+    }
+    ensure!(
+        list_objects(&env.admin, &env.ns, true).await?.is_empty(),
+        "objects left after rollback"
+    );
+    // Nothing outside the namespace.
+    let other = env
+        .cluster
+        .fresh_namespace(&env.admin, "crd-mig-other")
+        .await?;
+    let sa = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kc)?,
+            &Default::default(),
+        )
+        .await?,
+    )?;
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(sa, &other, &api_resource(Kind::IPAddressPool));
+    ensure!(
+        api.list(&Default::default()).await.is_err(),
+        "the migrate account may read metallb.io objects of another namespace"
+    );
     Ok(())
 }

@@ -408,7 +408,31 @@ impl Cluster {
     /// Apply `manifests/rbac-crd-mode.yaml` with `ns` standing in for `metallb-system`; return
     /// once the controller's and the speaker's accounts may list IPAddressPools.
     pub(crate) async fn install_crd_mode_rbac(&self, admin: &Client, ns: &str) -> Result<()> {
-        let path = repo_root().join("manifests/rbac-crd-mode.yaml");
+        self.apply_rbac_manifest(admin, "manifests/rbac-crd-mode.yaml", ns)
+            .await?;
+        let rule = json!({"apiGroups": ["metallb.io"], "resources": ["ipaddresspools"], "verbs": ["list"]});
+        for sa in ["controller", "speaker"] {
+            let user = format!("system:serviceaccount:{ns}:{sa}");
+            wait_for_access(admin, &user, &rule, Some(ns)).await?;
+        }
+        Ok(())
+    }
+
+    /// Apply `manifests/rbac-migrate.yaml` with `ns` standing in for `metallb-system`; return
+    /// once the `metallb-migrate` account may patch Services.
+    pub(crate) async fn install_migrate_rbac(&self, admin: &Client, ns: &str) -> Result<()> {
+        self.apply_rbac_manifest(admin, "manifests/rbac-migrate.yaml", ns)
+            .await?;
+        let rule = json!({"apiGroups": [""], "resources": ["services"], "verbs": ["patch"]});
+        let user = format!("system:serviceaccount:{ns}:metallb-migrate");
+        wait_for_access(admin, &user, &rule, None).await
+    }
+
+    /// Apply an RBAC manifest of the repository (ServiceAccounts, Roles, ClusterRoles and
+    /// their bindings) with `ns` standing in for `metallb-system` (in names too, so that
+    /// cluster-scoped objects of different tests do not collide).
+    async fn apply_rbac_manifest(&self, admin: &Client, file: &str, ns: &str) -> Result<()> {
+        let path = repo_root().join(file);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?
             .replace("metallb-system", ns);
@@ -434,13 +458,26 @@ impl Cluster {
                         .patch(&name, &pp, &Patch::Apply(&r))
                         .await?;
                 }
+                Some("ServiceAccount") => {
+                    let r: ServiceAccount = serde_json::from_value(d)?;
+                    Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+                        .patch(&name, &pp, &Patch::Apply(&r))
+                        .await?;
+                }
+                Some("ClusterRole") => {
+                    let r: ClusterRole = serde_json::from_value(d)?;
+                    Api::<ClusterRole>::all(admin.clone())
+                        .patch(&name, &pp, &Patch::Apply(&r))
+                        .await?;
+                }
+                Some("ClusterRoleBinding") => {
+                    let r: ClusterRoleBinding = serde_json::from_value(d)?;
+                    Api::<ClusterRoleBinding>::all(admin.clone())
+                        .patch(&name, &pp, &Patch::Apply(&r))
+                        .await?;
+                }
                 other => bail!("{}: unexpected kind {other:?}", path.display()),
             }
-        }
-        let rule = json!({"apiGroups": ["metallb.io"], "resources": ["ipaddresspools"], "verbs": ["list"]});
-        for sa in ["controller", "speaker"] {
-            let user = format!("system:serviceaccount:{ns}:{sa}");
-            wait_for_access(admin, &user, &rule, Some(ns)).await?;
         }
         Ok(())
     }
