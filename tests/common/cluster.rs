@@ -445,39 +445,24 @@ impl Cluster {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
-            match d["kind"].as_str() {
-                Some("Role") => {
-                    let r: Role = serde_json::from_value(d)?;
-                    Api::<Role>::namespaced(admin.clone(), ns)
-                        .patch(&name, &pp, &Patch::Apply(&r))
-                        .await?;
+            let (api_version, kind) = (
+                d["apiVersion"].as_str().unwrap_or_default(),
+                d["kind"].as_str().unwrap_or_default(),
+            );
+            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+            let ar = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+                group, version, kind,
+            ));
+            let api: Api<kube::api::DynamicObject> = match kind {
+                "Role" | "RoleBinding" | "ServiceAccount" => {
+                    Api::namespaced_with(admin.clone(), ns, &ar)
                 }
-                Some("RoleBinding") => {
-                    let r: RoleBinding = serde_json::from_value(d)?;
-                    Api::<RoleBinding>::namespaced(admin.clone(), ns)
-                        .patch(&name, &pp, &Patch::Apply(&r))
-                        .await?;
-                }
-                Some("ServiceAccount") => {
-                    let r: ServiceAccount = serde_json::from_value(d)?;
-                    Api::<ServiceAccount>::namespaced(admin.clone(), ns)
-                        .patch(&name, &pp, &Patch::Apply(&r))
-                        .await?;
-                }
-                Some("ClusterRole") => {
-                    let r: ClusterRole = serde_json::from_value(d)?;
-                    Api::<ClusterRole>::all(admin.clone())
-                        .patch(&name, &pp, &Patch::Apply(&r))
-                        .await?;
-                }
-                Some("ClusterRoleBinding") => {
-                    let r: ClusterRoleBinding = serde_json::from_value(d)?;
-                    Api::<ClusterRoleBinding>::all(admin.clone())
-                        .patch(&name, &pp, &Patch::Apply(&r))
-                        .await?;
-                }
+                "ClusterRole" | "ClusterRoleBinding" => Api::all_with(admin.clone(), &ar),
                 other => bail!("{}: unexpected kind {other:?}", path.display()),
-            }
+            };
+            api.patch(&name, &pp, &Patch::Apply(&d))
+                .await
+                .with_context(|| format!("applying {kind} {name} from {}", path.display()))?;
         }
         Ok(())
     }
