@@ -19,9 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use cluster::{Cluster, MetallbRbac};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams};
 use metallb_rs::config::crd::{Document, Kind};
 use metallb_rs::k8s::config_source::{SOURCE_ANNOTATION, api_resource, list_objects};
 use metallb_rs::migrate::{self, Request, Resource, Source};
@@ -174,48 +173,10 @@ impl Env {
         Ok(env)
     }
 
-    /// Apply manifests/rbac-crd-mode.yaml with this namespace for metallb-system; wait until
-    /// the controller's account may list IPAddressPools.
     async fn install_crd_rbac(&self) -> Result<()> {
-        let text = std::fs::read_to_string(common::repo().join("manifests/rbac-crd-mode.yaml"))?;
-        let text = text.replace("metallb-system", &self.ns);
-        let pp = PatchParams::apply("test").force();
-        for d in serde_saphyr::from_multiple::<Value>(&text)?
-            .into_iter()
-            .filter(|d| !d.is_null())
-        {
-            let name = d["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            match d["kind"].as_str() {
-                Some("Role") => {
-                    let r: Role = serde_json::from_value(d)?;
-                    Api::<Role>::namespaced(self.admin.clone(), &self.ns)
-                        .patch(&name, &pp, &Patch::Apply(&r))
-                        .await?;
-                }
-                Some("RoleBinding") => {
-                    let r: RoleBinding = serde_json::from_value(d)?;
-                    Api::<RoleBinding>::namespaced(self.admin.clone(), &self.ns)
-                        .patch(&name, &pp, &Patch::Apply(&r))
-                        .await?;
-                }
-                other => bail!("unexpected kind {other:?} in rbac-crd-mode.yaml"),
-            }
-        }
-        let sa = self
-            .cluster
-            .service_account_client(&self.admin, &self.ns, "controller")
-            .await?;
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(sa, &self.ns, &api_resource(Kind::IPAddressPool));
-        let t = Instant::now();
-        while api.list(&ListParams::default().limit(1)).await.is_err() {
-            ensure!(t.elapsed() < WAIT, "rbac-crd-mode.yaml not effective");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(())
+        self.cluster
+            .install_crd_mode_rbac(&self.admin, &self.ns)
+            .await
     }
 
     fn controller(&self, source: &str) -> Result<Controller> {
@@ -296,19 +257,7 @@ impl Env {
 
     /// Every Service of the namespace with its status IPs.
     async fn snapshot(&self) -> Result<BTreeMap<String, Vec<IpAddr>>> {
-        Ok(self
-            .services()
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .map(|s| {
-                (
-                    s.metadata.name.clone().unwrap_or_default(),
-                    metallb_rs::k8s::service::status_ips(&s),
-                )
-            })
-            .collect())
+        cluster::service_ips(&self.services()).await
     }
 
     async fn wait_event(&self, name: &str, reason: &str, needle: &str) -> Result<()> {
@@ -337,10 +286,19 @@ impl Env {
 
     /// Run `metallb-migrate --from-cluster` as the admin (kubeconfig as kubectl finds it).
     async fn migrate(&self, args: &[&str]) -> Result<(i32, String, String)> {
+        self.migrate_as(self.cluster.kubeconfig(), args).await
+    }
+
+    /// Run `metallb-migrate --from-cluster` with this kubeconfig.
+    async fn migrate_as(
+        &self,
+        kubeconfig: &std::path::Path,
+        args: &[&str],
+    ) -> Result<(i32, String, String)> {
         let out = tokio::process::Command::new(MIGRATE)
             .args(["--from-cluster", "--services", "--namespace", &self.ns])
             .args(args)
-            .env("KUBECONFIG", self.cluster.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .stdin(Stdio::null())
             .output()
             .await?;
@@ -654,5 +612,57 @@ async fn migrate_apply_refuses_to_take_over_a_foreign_object() -> Result<()> {
         .get(SOURCE_ANNOTATION)
         .cloned();
     ensure!(src.is_none(), "the ConfigMap was touched: {src:?}");
+    Ok(())
+}
+
+/// `manifests/rbac-migrate.yaml` is enough for the whole job (dry run, apply with
+/// `--services` and `--password-secrets`, rollback) and grants nothing in metallb.io outside
+/// its namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_runs_under_its_least_privilege_rbac() -> Result<()> {
+    let env = Env::new("crd-mig-rbac", true).await?;
+    env.cluster
+        .install_migrate_rbac(&env.admin, &env.ns)
+        .await?;
+    let kc = env
+        .cluster
+        .service_account_kubeconfig(&env.admin, &env.ns, "metallb-migrate")
+        .await?;
+    env.set_configmap(
+        "peers:\n- {my-asn: 64500, peer-asn: 64501, peer-address: 192.0.2.1, password: s3cret}\naddress-pools:\n- {name: Prod_Pool, protocol: bgp, addresses: [203.0.113.0/28]}\n",
+    )
+    .await?;
+    env.create_lb("web", Some("Prod_Pool")).await?;
+    for args in [
+        &["--password-secrets"][..],
+        &["--password-secrets", "--apply"],
+        &["--password-secrets", "--apply"],
+        &["--rollback"],
+    ] {
+        let (code, out, err) = env.migrate_as(&kc, args).await?;
+        ensure!(code == 0, "{args:?} under rbac-migrate.yaml: {out}{err}");
+    }
+    ensure!(
+        list_objects(&env.admin, &env.ns, true).await?.is_empty(),
+        "objects left after rollback"
+    );
+    // Nothing outside the namespace.
+    let other = env
+        .cluster
+        .fresh_namespace(&env.admin, "crd-mig-other")
+        .await?;
+    let sa = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kc)?,
+            &Default::default(),
+        )
+        .await?,
+    )?;
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(sa, &other, &api_resource(Kind::IPAddressPool));
+    ensure!(
+        api.list(&Default::default()).await.is_err(),
+        "the migrate account may read metallb.io objects of another namespace"
+    );
     Ok(())
 }

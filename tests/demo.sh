@@ -12,7 +12,9 @@
 #    BGP: a real router (GoBGP) peers with the speaker over TCP-MD5 and a Service of the bgp
 #    pool appears in its table;
 # 5. run metallb-migrate against the live objects (`--services`), show the CRDs, the renames
-#    and the Service annotation patches, and apply the CRDs to the cluster;
+#    and the Service annotation patches; then migrate inside the cluster
+#    (`--from-cluster`): dry run, `--apply` (the controller and speakers, started with
+#    `--config-source=auto`, switch to the metallb.io objects, no IP moves), `--rollback`;
 # 6. show what a broken config looks like to a user; tear everything down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,7 +88,7 @@ k get svc -n shop -o wide
 
 say "starting the metallb-rs controller (as MetalLB's controller would run)"
 target/debug/controller --namespace metallb-system --port 17472 --disable-leader-election \
-  > "$work/controller.log" 2>&1 &
+  --config-source auto > "$work/controller.log" 2>&1 &
 ctl=$!
 trap 'kill $ctl 2>/dev/null; tests/harness/cluster stop "$HARNESS_CLUSTER_DIR" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 wait_ip() { for _ in $(seq 100); do ip=$(k get svc "$1" -n shop -o jsonpath='{.status.loadBalancer.ingress[0].ip}'); [ -n "$ip" ] && { echo "$1 -> $ip"; return; }; sleep 0.1; done; echo "$1 -> (none)"; }
@@ -153,7 +155,7 @@ YAML
   ip netns exec "demo-$n" setpriv --bounding-set=-all,+net_raw --inh-caps=-all,+net_raw --ambient-caps=-all,+net_raw -- \
     env METALLB_NODE_NAME=$n METALLB_HOST=$HARNESS_NODE_ADDR METALLB_ML_BIND_ADDR=$HARNESS_NODE_ADDR \
     METALLB_ML_LABELS=app=metallb,component=speaker METALLB_ML_SECRET_KEY=demo-secret \
-    target/debug/speaker --namespace metallb-system --kubeconfig "$KUBECONFIG" > "$work/speaker-$n.log" 2>&1 &
+    target/debug/speaker --namespace metallb-system --kubeconfig "$KUBECONFIG" --config-source auto > "$work/speaker-$n.log" 2>&1 &
   spk+=($!); disown "$!"
   node_addr[$n]=$HARNESS_NODE_ADDR
   echo "$n: netns demo-$n, eth0 $HARNESS_NODE_ADDR, MAC ${mac[$n]}"
@@ -242,11 +244,31 @@ k get configmap config -n metallb-system -o yaml \
   | "$MIGRATE" - --services "$work/services.yaml" --password-secrets -o "$work/crds.yaml"
 cat "$work/crds.yaml"
 
-say "server-side dry run, then apply the CRD objects to the real apiserver"
+say "the apiserver accepts them (server-side dry run)"
 k apply --server-side --force-conflicts --dry-run=server -f "$work/crds.yaml"
-k apply --server-side --force-conflicts -f "$work/crds.yaml" >/dev/null
+
+say "in-cluster migration, dry run: metallb-migrate --from-cluster (what --apply would do)"
+"$MIGRATE" --from-cluster --services --password-secrets | grep '^# ' | tail -n 20
+k get svc -A -o custom-columns=SERVICE:.metadata.name,IP:.status.loadBalancer.ingress[0].ip --no-headers | sort > "$work/ips-before"
+
+say "--apply: write the objects, read them back, compare the semantic hash, switch the running binaries"
+"$MIGRATE" --from-cluster --services --password-secrets --apply
+metric() { python3 -c 'import urllib.request,sys;print(urllib.request.urlopen(sys.argv[1]).read().decode())' "$1" | grep -E '^metallb_rs_config_source|^metallb_k8s_client_config_stale'; }
+for _ in $(seq 50); do metric http://127.0.0.1:17472/metrics | grep -q 'source="crds"' && break; sleep 0.1; done
+echo "controller:"; metric http://127.0.0.1:17472/metrics | sed 's/^/  /'
+k get events -n metallb-system --field-selector reason=ConfigSourceChanged -o custom-columns=SOURCE:.source.component,OBJECT:.involvedObject.name,MESSAGE:.message
 k get ipaddresspools.metallb.io,l2advertisements.metallb.io,bgpadvertisements.metallb.io,bgppeers.metallb.io,communities.metallb.io -n metallb-system
 k get svc web -n shop -o jsonpath='{"web annotations: "}{.metadata.annotations}{"\n"}'
+k get svc -A -o custom-columns=SERVICE:.metadata.name,IP:.status.loadBalancer.ingress[0].ip --no-headers | sort > "$work/ips-after"
+if diff -u "$work/ips-before" "$work/ips-after"; then echo "no Service IP changed across the switch"; fi
+"$MIGRATE" --from-cluster --services --password-secrets --apply 2>&1 | tail -n 1 | sed 's/^/second --apply: /'
+
+say "--rollback: back to the ConfigMap, remove only what --apply wrote"
+"$MIGRATE" --from-cluster --services --rollback
+for _ in $(seq 50); do metric http://127.0.0.1:17472/metrics | grep -q 'source="configmap"' && break; sleep 0.1; done
+metric http://127.0.0.1:17472/metrics | sed 's/^/  /'
+k get svc -A -o custom-columns=SERVICE:.metadata.name,IP:.status.loadBalancer.ingress[0].ip --no-headers | sort > "$work/ips-back"
+if diff -u "$work/ips-before" "$work/ips-back"; then echo "no Service IP changed across the rollback"; fi
 
 say "a user's ConfigMap from compat/ (geek-cookbook seed: BGP to two pfSense firewalls): applied, read back live, migrated"
 k apply -f compat/valid/cm-seed-geek-cookbook-bgp-pfsense.yaml

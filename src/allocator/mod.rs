@@ -1383,4 +1383,25 @@ mod tests {
         assert_eq!(a.pool_of(ip("10.0.1.5")), Some("wide"));
         assert_eq!(a.pool_of(ip("10.1.0.0")), None);
     }
+
+    #[test]
+    fn a_service_asking_for_an_alias_keeps_its_pool() {
+        let mut p = pool("prod-pool", &["192.0.2.0/30"]);
+        p.aliases = vec!["Prod_Pool".into()];
+        let cfg = Config {
+            pools: vec![p],
+            ..Default::default()
+        };
+        let mut a = Allocator::new();
+        a.set_pools(&cfg).unwrap();
+        let req = Request::new(Family::V4).pool("Prod_Pool");
+        let ips = a.allocate("ns/s", &req).unwrap();
+        assert!(a.service_pool_is("ns/s", "Prod_Pool") && a.service_pool_is("ns/s", "prod-pool"));
+        assert!(!a.service_pool_is("ns/s", "other"));
+        assert_eq!(
+            a.allocate("ns/s", &req).unwrap(),
+            ips,
+            "satisfied by the alias"
+        );
+    }
 }

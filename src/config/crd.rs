@@ -19,9 +19,13 @@
 //! [`read_config`] maps CRD objects onto the legacy model (peers, `bgp-communities`,
 //! `address-pools`, `bfd-profiles`) and runs the result through the very parser and validator
 //! the controller uses ([`super::parse_payload`]), so a set of CRDs is accepted exactly when the
-//! equivalent ConfigMap would be. Fields with no legacy equivalent (advertisement selectors,
-//! peers and interfaces, `serviceAllocation`, `vrf`, large communities …) are rejected with an
-//! error that names them instead of being dropped. A pool's protocol is derived from the
+//! equivalent ConfigMap would be; a validator error is attributed to the object it is about
+//! ([`Origins`], [`CrdError::object`]). It is the product's reader: both binaries feed it the
+//! objects they watch in CRD mode (`crate::k8s::config_source`), one [`Document::from_value`]
+//! per object. `ipAddressPoolSelectors` are resolved against the IPAddressPools' labels. Fields
+//! with no legacy equivalent (advertisement node selectors, peers and interfaces,
+//! `serviceAllocation`, `vrf`, large communities …) are rejected with an error that names them
+//! instead of being dropped. A pool's `metallb-rs.io/legacy-name` annotation becomes an alias. A pool's protocol is derived from the
 //! advertisements naming it: L2Advertisements make it `layer2`, BGPAdvertisements make it
 //! `bgp` (one legacy advertisement per BGPAdvertisement, in document order); a pool named by
 //! both kinds, or by none, has no legacy equivalent and is rejected.
@@ -1563,6 +1567,92 @@ spec: {communities: [{name: no-export, value: "65535:65281"}]}
             e.to_string()
                 .starts_with("IPAddressPool \"prod\": no L2Advertisement"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn validator_errors_name_the_object_at_fault() {
+        let text = r#"
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: a}
+spec: {addresses: [192.0.2.0/28]}
+---
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: b}
+spec: {addresses: [192.0.2.8/29]}
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: all}
+"#;
+        let e = read_str(text).unwrap_err();
+        assert_eq!(
+            e.object(),
+            Some(&ObjectName::new("IPAddressPool", "b")),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("IPAddressPool \"b\": "), "{e}");
+        assert!(e.to_string().contains("overlaps"), "{e}");
+    }
+
+    #[test]
+    fn pool_selectors_pick_pools_by_label() {
+        let text = r#"
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: a, labels: {tier: bgp}}
+spec: {addresses: [192.0.2.0/28]}
+---
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: b}
+spec: {addresses: [198.51.100.0/28]}
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: ad}
+spec: {ipAddressPoolSelectors: [{matchLabels: {tier: bgp}}]}
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: l2}
+spec: {ipAddressPoolSelectors: [{matchExpressions: [{key: tier, operator: DoesNotExist}]}]}
+"#;
+        let c = read_str(text).unwrap();
+        assert_eq!(c.pool("a").unwrap().protocol, super::super::Protocol::Bgp);
+        assert_eq!(
+            c.pool("b").unwrap().protocol,
+            super::super::Protocol::Layer2
+        );
+        let bad = text.replace("DoesNotExist", "Near");
+        assert!(
+            read_str(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("spec.ipAddressPoolSelectors[0]")
+        );
+    }
+
+    #[test]
+    fn legacy_name_becomes_an_alias_and_identity_follows_content() {
+        let text = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: prod-pool, annotations: {metallb-rs.io/legacy-name: Prod_Pool}}\nspec: {addresses: [192.0.2.0/28]}\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2}\n";
+        let c = read_str(text).unwrap();
+        assert_eq!(c.pools[0].aliases, vec!["Prod_Pool".to_string()]);
+        let docs = |t: &str| -> Vec<Document> {
+            serde_saphyr::from_multiple::<Value>(t)
+                .unwrap()
+                .into_iter()
+                .map(|v| Document::from_value(v).unwrap())
+                .collect()
+        };
+        let mut reordered = docs(text);
+        reordered.reverse();
+        assert_eq!(identity(&docs(text)), identity(&reordered));
+        assert_ne!(
+            identity(&docs(text)),
+            identity(&docs(&text.replace("/28", "/29")))
         );
     }
 

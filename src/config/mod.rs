@@ -330,6 +330,25 @@ mod tests {
     }
 
     #[test]
+    fn semantic_hash_ignores_order_defaults_and_aliases() {
+        let a = parse::parse_payload(
+            "peers:\n- {my-asn: 1, peer-asn: 2, peer-address: 192.0.2.1}\n- {my-asn: 1, peer-asn: 2, peer-address: 192.0.2.2, peer-port: 179}\naddress-pools:\n- {name: x, protocol: bgp, addresses: [192.0.2.0/28]}\n- {name: y, protocol: layer2, auto-assign: true, addresses: [198.51.100.0/28]}\n",
+        )
+        .unwrap();
+        let b = parse::parse_payload(
+            "peers:\n- {my-asn: 1, peer-asn: 2, peer-address: 192.0.2.2}\n- {my-asn: 1, peer-asn: 2, peer-address: 192.0.2.1}\naddress-pools:\n- {name: y, protocol: layer2, addresses: [198.51.100.0/28]}\n- {name: x, protocol: bgp, addresses: [192.0.2.0/28], bgp-advertisements: [{aggregation-length: 32}]}\n",
+        )
+        .unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.semantic_hash(), b.semantic_hash());
+        let mut c = b.clone();
+        c.pools[0].aliases = vec!["Y".into()];
+        assert_eq!(c.semantic_hash(), b.semantic_hash());
+        c.pools[0].addresses.pop();
+        assert_ne!(c.semantic_hash(), b.semantic_hash());
+    }
+
+    #[test]
     fn community_rejects_bad_text() {
         for bad in [
             "1234", "1:2:3", "65536:1", "1:65536", "+1:2", "a:b", ":1", "",

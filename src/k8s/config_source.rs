@@ -160,6 +160,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Changes are delivered once the watches have been quiet this long (an `apply` of a dozen
 /// objects arrives as a dozen events; one reload for all of them).
 const DEBOUNCE: Duration = Duration::from_millis(200);
+/// A stream of changes that never goes quiet is still delivered this often.
+const MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// Whether `list` on this resource is allowed: `Some(false)` when the apiserver says 403 or
 /// 404 (no RBAC, or the CRDs are not installed), `None` when it could not say (retry).
@@ -436,14 +438,16 @@ async fn run<T>(
     let mut stores: BTreeMap<Store, Objects> = BTreeMap::new();
     let mut synced: BTreeSet<Store> = BTreeSet::new();
     let mut last: Option<(Source, Option<String>)> = None;
-    let mut dirty = false;
+    // Since when changes wait to be delivered (`None`: nothing waits).
+    let mut dirty: Option<tokio::time::Instant> = None;
     loop {
-        let next = if dirty {
-            match tokio::time::timeout(DEBOUNCE, all.next()).await {
+        let next = if let Some(since) = dirty {
+            // Deliver once quiet for DEBOUNCE, or after MAX_DELAY of steady changes.
+            let wait = DEBOUNCE.min(MAX_DELAY.saturating_sub(since.elapsed()));
+            match tokio::time::timeout(wait, all.next()).await {
                 Ok(n) => n,
                 Err(_) => {
-                    // Quiet: deliver.
-                    dirty = false;
+                    dirty = None;
                     if synced == expect {
                         let (input, source) = observe(&opts, &stores);
                         let id = input.payload.as_ref().map(Payload::identity);
@@ -482,7 +486,9 @@ async fn run<T>(
         if matches!(ev, WEvent::InitDone) {
             synced.insert(store);
         }
-        dirty |= stores.entry(store).or_default().apply(ev);
+        if stores.entry(store).or_default().apply(ev) && dirty.is_none() {
+            dirty = Some(tokio::time::Instant::now());
+        }
     }
 }
 

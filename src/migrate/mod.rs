@@ -1,5 +1,6 @@
 //! Legacy config → metallb.io CRD objects: upstream's `configmaptocrs`, done strictly. Pure
-//! except [`cli`], which reads and writes files.
+//! except [`cli`], which reads and writes files, and [`cluster`], which migrates a live cluster
+//! (`--from-cluster`) deciding each write with the pure [`plan`].
 //!
 //! ```text
 //!  input text ──► config::load (the controller's parser + validator) ──► Config

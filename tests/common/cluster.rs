@@ -424,6 +424,70 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Apply `manifests/rbac-crd-mode.yaml` with `ns` standing in for `metallb-system`; return
+    /// once the controller's and the speaker's accounts may list IPAddressPools.
+    pub(crate) async fn install_crd_mode_rbac(&self, admin: &Client, ns: &str) -> Result<()> {
+        self.apply_rbac_manifest(admin, "manifests/rbac-crd-mode.yaml", ns)
+            .await?;
+        let rule = json!({"apiGroups": ["metallb.io"], "resources": ["ipaddresspools"], "verbs": ["list"]});
+        for sa in ["controller", "speaker"] {
+            let user = format!("system:serviceaccount:{ns}:{sa}");
+            wait_for_access(admin, &user, &rule, Some(ns)).await?;
+        }
+        Ok(())
+    }
+
+    /// Apply `manifests/rbac-migrate.yaml` with `ns` standing in for `metallb-system`; return
+    /// once the `metallb-migrate` account may patch Services.
+    pub(crate) async fn install_migrate_rbac(&self, admin: &Client, ns: &str) -> Result<()> {
+        self.apply_rbac_manifest(admin, "manifests/rbac-migrate.yaml", ns)
+            .await?;
+        let rule = json!({"apiGroups": [""], "resources": ["services"], "verbs": ["patch"]});
+        let user = format!("system:serviceaccount:{ns}:metallb-migrate");
+        wait_for_access(admin, &user, &rule, None).await
+    }
+
+    /// Apply an RBAC manifest of the repository (ServiceAccounts, Roles, ClusterRoles and
+    /// their bindings) with `ns` standing in for `metallb-system` (in names too, so that
+    /// cluster-scoped objects of different tests do not collide).
+    async fn apply_rbac_manifest(&self, admin: &Client, file: &str, ns: &str) -> Result<()> {
+        let path = repo_root().join(file);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .replace("metallb-system", ns);
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        for d in serde_saphyr::from_multiple::<Value>(&text)?
+            .into_iter()
+            .filter(|d| !d.is_null())
+        {
+            let name = d["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let (api_version, kind) = (
+                d["apiVersion"].as_str().unwrap_or_default(),
+                d["kind"].as_str().unwrap_or_default(),
+            );
+            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+            let ar = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+                group, version, kind,
+            ));
+            let api: Api<kube::api::DynamicObject> = match kind {
+                "Role" | "RoleBinding" | "ServiceAccount" => {
+                    Api::namespaced_with(admin.clone(), ns, &ar)
+                }
+                "ClusterRole" | "ClusterRoleBinding" => Api::all_with(admin.clone(), &ar),
+                other => bail!("{}: unexpected kind {other:?}", path.display()),
+            };
+            api.patch(&name, &pp, &Patch::Apply(&d))
+                .await
+                .with_context(|| format!("applying {kind} {name} from {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if !self.owned {
@@ -644,6 +708,24 @@ where
     tokio::time::timeout(timeout, next)
         .await
         .map_err(|_| anyhow!("no event within {timeout:?}"))
+}
+
+/// Every Service `api` lists, by name, with the IPs in its status.
+pub(crate) async fn service_ips(
+    api: &Api<k8s_openapi::api::core::v1::Service>,
+) -> Result<BTreeMap<String, Vec<std::net::IpAddr>>> {
+    Ok(api
+        .list(&kube::api::ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|s| {
+            (
+                s.metadata.name.clone().unwrap_or_default(),
+                metallb_rs::k8s::service::status_ips(&s),
+            )
+        })
+        .collect())
 }
 
 /// Is this error an API error with HTTP status `code`?

@@ -197,7 +197,7 @@ impl Lab {
         for i in 0..n {
             lab.create_node_and_pod(i).await?;
         }
-        lab.start_controller(&controller_kc)?;
+        lab.start_controller(&controller_kc, &[])?;
         Ok(lab)
     }
 
@@ -267,7 +267,11 @@ impl Lab {
         Ok(())
     }
 
-    pub(crate) fn start_controller(&mut self, kc: &std::path::Path) -> Result<()> {
+    /// (Re)start the controller with `extra` arguments (the running one is killed).
+    pub(crate) fn start_controller(&mut self, kc: &std::path::Path, extra: &[&str]) -> Result<()> {
+        if let Some(mut old) = self.controller.take() {
+            let _ = old.start_kill();
+        }
         let log = self
             .cluster
             .dir()
@@ -277,6 +281,7 @@ impl Lab {
             .args(["--port", &free_port()?.to_string(), "--log-level", "debug"])
             .arg("--kubeconfig")
             .arg(kc)
+            .args(extra)
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
             // Logs go to stdout (as MetalLB's); panics and exit errors to stderr: keep both.
