@@ -1126,13 +1126,18 @@ fn malloc_stats(pid: u32) {
             "-batch",
             "-ex",
             "call (void)malloc_stats()",
+            "-ex",
+            "call (int)malloc_trim(0)",
+            "-ex",
+            "call (void)malloc_stats()",
         ])
         .stdin(Stdio::null())
         .output();
     eprintln!(
-        "[bench] malloc_stats via gdb: {}",
+        "[bench] malloc_stats, malloc_trim(0), malloc_stats via gdb: {}; VmRSS after: {}",
         out.map(|o| o.status.to_string())
-            .unwrap_or_else(|e| e.to_string())
+            .unwrap_or_else(|e| e.to_string()),
+        mib(rss(pid).0)
     );
 }
 

@@ -122,7 +122,7 @@ pub struct AllocatorMetrics {
 #[derive(Clone)]
 pub struct SpeakerMetrics {
     /// `metallb_speaker_announced{service,protocol,node,ip}`.
-    pub announced: IntGaugeVec,
+    pub announced: Announced,
     /// Layer 2 responder counters.
     pub layer2: Layer2Metrics,
     /// `metallb_rs_speaker_members_alive`.
@@ -460,13 +460,7 @@ impl Layer2Metrics {
 impl SpeakerMetrics {
     /// Create and register.
     pub fn register(reg: &Registry) -> Self {
-        let announced = must(IntGaugeVec::new(
-            Opts::new(
-                names::SPEAKER_ANNOUNCED,
-                "Services being announced from this node. This is desired state, it does not guarantee that the routing protocols have converged.",
-            ),
-            &["service", "protocol", "node", "ip"],
-        ));
+        let announced = Announced::new();
         let members_alive = must(IntGauge::new(
             names::SPEAKER_MEMBERS,
             "Speakers this speaker considers alive, itself included.",
@@ -494,6 +488,108 @@ impl SpeakerMetrics {
             gossip_rejected,
             bgp: BgpMetrics::register(reg),
         }
+    }
+}
+
+/// `metallb_speaker_announced{service,protocol,node,ip}`, every series with value 1.
+///
+/// A compact collector instead of an `IntGaugeVec`: the `prometheus` crate keeps a copy of the
+/// metric's description (help text, label names) and protobuf label pairs in every child,
+/// about 1.5 KiB per announced Service; with 10,000 Services that was a quarter of the
+/// speaker's memory (BENCHMARKS.md, "Speaker, BGP"). Here a series costs its label values.
+/// Scrapes render exactly what the `IntGaugeVec` did (labels sorted by name).
+#[derive(Clone)]
+pub struct Announced {
+    desc: prometheus::core::Desc,
+    series: std::sync::Arc<std::sync::Mutex<AnnouncedSet>>,
+}
+
+type AnnouncedSet = std::collections::BTreeSet<(Box<str>, &'static str, Box<str>, Box<str>)>;
+
+impl Announced {
+    fn new() -> Self {
+        let desc = must(prometheus::core::Desc::new(
+            names::SPEAKER_ANNOUNCED.to_string(),
+            "Services being announced from this node. This is desired state, it does not guarantee that the routing protocols have converged.".to_string(),
+            vec!["service".into(), "protocol".into(), "node".into(), "ip".into()],
+            Default::default(),
+        ));
+        Announced {
+            desc,
+            series: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AnnouncedSet> {
+        // A panic while holding the lock cannot leave the set inconsistent: recover it.
+        self.series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds the series (value 1).
+    pub fn set(&self, service: &str, protocol: &'static str, node: &str, ip: &str) {
+        self.lock()
+            .insert((service.into(), protocol, node.into(), ip.into()));
+    }
+
+    /// Removes the series; whether it existed.
+    pub fn remove(&self, service: &str, protocol: &'static str, node: &str, ip: &str) -> bool {
+        self.lock()
+            .remove(&(service.into(), protocol, node.into(), ip.into()))
+    }
+
+    /// How many series there are.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl prometheus::core::Collector for Announced {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+        let pair = |name: &str, value: &str| {
+            let mut p = LabelPair::default();
+            p.set_name(name.to_string());
+            p.set_value(value.to_string());
+            p
+        };
+        let metrics: Vec<Metric> = self
+            .lock()
+            .iter()
+            .map(|(service, protocol, node, ip)| {
+                let mut g = Gauge::default();
+                g.set_value(1.0);
+                let mut m = Metric::default();
+                // Sorted by label name, as the crate's vectors emit them.
+                m.set_label(vec![
+                    pair("ip", ip),
+                    pair("node", node),
+                    pair("protocol", protocol),
+                    pair("service", service),
+                ]);
+                m.set_gauge(g);
+                m
+            })
+            .collect();
+        if metrics.is_empty() {
+            return Vec::new();
+        }
+        let mut mf = MetricFamily::default();
+        mf.set_name(self.desc.fq_name.clone());
+        mf.set_help(self.desc.help.clone());
+        mf.set_field_type(MetricType::GAUGE);
+        mf.set_metric(metrics);
+        vec![mf]
     }
 }
 
@@ -647,14 +743,58 @@ mod tests {
         assert!(text.contains("metallb_rs_config_info{sha256=\"abc\"} 1"));
     }
 
+    /// The compact `metallb_speaker_announced` renders byte for byte as an `IntGaugeVec` of
+    /// the same name and help would, and forgets removed series.
+    #[test]
+    fn announced_renders_as_a_gauge_vec() {
+        let series = [
+            ("ns/b", "bgp", "n1", "198.51.100.7"),
+            ("ns/a", "layer2", "n1", "2001:db8::1"),
+            ("ns/a", "layer2", "n1", "203.0.113.1"),
+        ];
+        let (vec_reg, ours_reg) = (Registry::new(), Registry::new());
+        let vec = IntGaugeVec::new(
+            Opts::new(
+                names::SPEAKER_ANNOUNCED,
+                "Services being announced from this node. This is desired state, it does not guarantee that the routing protocols have converged.",
+            ),
+            &["service", "protocol", "node", "ip"],
+        )
+        .unwrap();
+        vec_reg.register(Box::new(vec.clone())).unwrap();
+        let ours = SpeakerMetrics::register(&ours_reg).announced;
+        let only = |text: String| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.contains(names::SPEAKER_ANNOUNCED))
+                .map(str::to_string)
+                .collect()
+        };
+        assert!(only(render(&ours_reg)).is_empty());
+        for (s, p, n, ip) in series {
+            vec.with_label_values(&[s, p, n, ip]).set(1);
+            ours.set(s, p, n, ip);
+        }
+        ours.set("ns/a", "layer2", "n1", "203.0.113.1");
+        assert_eq!(ours.len(), 3);
+        assert_eq!(only(render(&ours_reg)), only(render(&vec_reg)));
+        assert_eq!(only(render(&ours_reg)).len(), 5, "HELP, TYPE and 3 series");
+        assert!(ours.remove("ns/b", "bgp", "n1", "198.51.100.7"));
+        assert!(!ours.remove("ns/b", "bgp", "n1", "198.51.100.7"));
+        vec.remove_label_values(&["ns/b", "bgp", "n1", "198.51.100.7"])
+            .unwrap();
+        assert_eq!(only(render(&ours_reg)), only(render(&vec_reg)));
+        for (s, p, n, ip) in &series[1..] {
+            ours.remove(s, p, n, ip);
+        }
+        assert!(ours.is_empty() && only(render(&ours_reg)).is_empty());
+    }
+
     /// Every name MetalLB's speaker exposes in layer 2 mode (spec §9), byte for byte.
     #[test]
     fn speaker_metric_names_match_metallb() {
         let reg = Registry::new();
         let s = SpeakerMetrics::register(&reg);
-        s.announced
-            .with_label_values(&["ns/svc", "layer2", "node-a", "203.0.113.1"])
-            .set(1);
+        s.announced.set("ns/svc", "layer2", "node-a", "203.0.113.1");
         for c in [
             &s.layer2.requests_received,
             &s.layer2.responses_sent,

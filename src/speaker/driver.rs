@@ -1215,12 +1215,9 @@ impl State {
         };
         let (old, new) = (pairs(&self.bgp_owned), pairs(&owned));
         for (ip, svc) in old.difference(&new) {
-            let _ = self.metrics.announced.remove_label_values(&[
-                svc,
-                "bgp",
-                &self.me,
-                &ip.to_string(),
-            ]);
+            self.metrics
+                .announced
+                .remove(svc, "bgp", &self.me, &ip.to_string());
             let why = desired.skipped.get(svc).copied().unwrap_or("notBGP");
             info!(service = %svc, ip = %ip, reason = why, protocol = "bgp", "Withdrawn");
         }
@@ -1228,8 +1225,7 @@ impl State {
         for (ip, svc) in new.difference(&old) {
             self.metrics
                 .announced
-                .with_label_values(&[svc, "bgp", &self.me, &ip.to_string()])
-                .set(1);
+                .set(svc, "bgp", &self.me, &ip.to_string());
             info!(service = %svc, ip = %ip, protocol = "bgp", "Announcing from this node");
             assigned.insert(svc.clone());
         }
@@ -1299,12 +1295,9 @@ impl State {
             .flat_map(|(ip, s)| s.iter().map(move |s| (*ip, s.clone())))
             .collect();
         for (ip, svc) in old_pairs.difference(&new_pairs) {
-            let _ = self.metrics.announced.remove_label_values(&[
-                svc,
-                "layer2",
-                &self.me,
-                &ip.to_string(),
-            ]);
+            self.metrics
+                .announced
+                .remove(svc, "layer2", &self.me, &ip.to_string());
             let why = plan
                 .skipped
                 .get(svc)
@@ -1316,8 +1309,7 @@ impl State {
         for (ip, svc) in new_pairs.difference(&old_pairs) {
             self.metrics
                 .announced
-                .with_label_values(&[svc, "layer2", &self.me, &ip.to_string()])
-                .set(1);
+                .set(svc, "layer2", &self.me, &ip.to_string());
             info!(service = %svc, ip = %ip, "Announcing from this node");
             assigned.insert(svc.clone());
         }
