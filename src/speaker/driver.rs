@@ -130,7 +130,7 @@ enum Input {
     Relist(Kind_),
     /// End of a (re)list: drop what was not seen.
     RelistDone(Kind_),
-    Service(String, Option<(world::SvcInfo, ObjectReference)>),
+    Service(String, Option<(world::SvcInfo, SvcRef)>),
     /// (slice key, service key, ready nodes); `None` nodes = deleted.
     Slice(String, String, Option<BTreeSet<String>>),
     /// (service key, ready nodes); `None` = deleted.
@@ -397,6 +397,37 @@ impl Args {
     }
 }
 
+/// The parts of a Service's object reference not in its `namespace/name` key (a few dozen
+/// bytes per Service instead of a whole `ObjectReference`).
+#[derive(Debug, Clone)]
+struct SvcRef {
+    uid: Option<Box<str>>,
+    resource_version: Option<Box<str>>,
+}
+
+impl SvcRef {
+    fn of(svc: &k8s_openapi::api::core::v1::Service) -> Self {
+        SvcRef {
+            uid: svc.metadata.uid.as_deref().map(Into::into),
+            resource_version: svc.metadata.resource_version.as_deref().map(Into::into),
+        }
+    }
+
+    /// The reference an Event about the Service `key` (`namespace/name`) carries.
+    fn reference(&self, key: &str) -> ObjectReference {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            namespace: Some(ns.to_string()),
+            name: Some(name.to_string()),
+            uid: self.uid.as_deref().map(Into::into),
+            resource_version: self.resource_version.as_deref().map(Into::into),
+            ..Default::default()
+        }
+    }
+}
+
 /// SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -480,7 +511,7 @@ async fn watch_services(client: Client, lb_class: String, tx: mpsc::Sender<Input
             let info = present
                 .then(|| world::service_info(svc, &lb_class))
                 .flatten()
-                .map(|(_, info)| (info, crate::k8s::events::reference(svc)));
+                .map(|(_, info)| (info, SvcRef::of(svc)));
             Some(Input::Service(key, info))
         },
     )
@@ -767,7 +798,8 @@ struct State {
     started: bool,
     world: World,
     /// Object references of handled Services (for Events).
-    refs: BTreeMap<String, ObjectReference>,
+    /// What an Event about a Service needs beyond its key.
+    refs: BTreeMap<String, SvcRef>,
     /// Slice key → service key (to drop slices that vanish during a relist).
     slice_owner: BTreeMap<String, String>,
     /// Keys seen during a running relist, per kind.
@@ -1232,7 +1264,7 @@ impl State {
         self.bgp_owned = owned;
         self.retry_pending().await;
         for svc in assigned {
-            if let Some(r) = self.refs.get(&svc).cloned() {
+            if let Some(r) = self.refs.get(&svc).map(|r| r.reference(&svc)) {
                 let msg = format!("announcing from node {:?} with protocol \"bgp\"", self.me);
                 self.event(r, Kind::Normal, "nodeAssigned", msg);
             }
@@ -1316,7 +1348,7 @@ impl State {
         self.owned = owned;
         self.retry_pending().await;
         for svc in assigned {
-            if let Some(r) = self.refs.get(&svc).cloned() {
+            if let Some(r) = self.refs.get(&svc).map(|r| r.reference(&svc)) {
                 let msg = format!(
                     "announcing from node {:?} with protocol \"layer2\"",
                     self.me
@@ -1355,6 +1387,18 @@ mod tests {
 
     use super::*;
     use clap::Parser as _;
+
+    #[test]
+    fn service_references_are_rebuilt_from_the_key() {
+        let mut svc = k8s_openapi::api::core::v1::Service::default();
+        svc.metadata.namespace = Some("shop".into());
+        svc.metadata.name = Some("web".into());
+        svc.metadata.uid = Some("u-1".into());
+        svc.metadata.resource_version = Some("42".into());
+        let full = crate::k8s::events::reference(&svc);
+        let key = crate::k8s::service::key(&svc);
+        assert_eq!(SvcRef::of(&svc).reference(&key), full);
+    }
 
     #[test]
     fn pod_polls_are_spread_around_the_period() {
