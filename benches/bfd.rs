@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, ensure};
 use cluster::MetallbRbac;
-use lab::{Lab, clock_ticks, cpu_ticks, in_ns, line_ns, pct, wall_ns};
+use lab::{Lab, clock_ticks, cpu_ticks, in_ns, line_ns, metric, pct, wall_ns};
 use routers::{Kind, Neighbor, Router, RouterConfig};
 use serde_json::json;
 
@@ -50,15 +50,6 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1e3)
-}
-
-/// The first series of `name` whose labels contain every `labels` item.
-fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| labels.iter().all(|x| l.contains(x)))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// Wait for the first line of node 0's log at or after `since` that contains `needle`; the

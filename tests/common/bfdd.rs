@@ -2,7 +2,7 @@
 //! zebra: `show bfd peers json` is the view we read). Recipe from
 //! `shared/reference/test-peers.md`: bfdd refuses `-u root` ("not part of vty group"), so it
 //! runs as `frr` with a socket directory it can write. Used as
-//! `#[path = "common/bfdd.rs"] mod bfdd;`.
+//! `#[path = "common/bfdd.rs"] mod bfdd;` next to `mod routers;`.
 
 #![allow(dead_code)]
 
@@ -32,20 +32,6 @@ pub(crate) struct Bfdd {
     child: tokio::process::Child,
 }
 
-fn bfdd_path() -> PathBuf {
-    std::process::Command::new("dpkg")
-        .args(["-L", "frr"])
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .find(|l| l.ends_with("/bfdd"))
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/frr/bfdd"))
-}
-
 impl Bfdd {
     /// Write the config, start bfdd in `netns` and wait until it answers.
     pub(crate) async fn start(netns: &str, peers: &[Peer]) -> Result<Bfdd> {
@@ -73,7 +59,7 @@ impl Bfdd {
         let log = std::fs::File::create(dir.join("bfdd.log"))?;
         let child = tokio::process::Command::new("ip")
             .args(["netns", "exec", netns])
-            .arg(bfdd_path())
+            .arg(crate::routers::frr_daemon("bfdd"))
             .arg("-f")
             .arg(dir.join("bfdd.conf"))
             .arg("-i")

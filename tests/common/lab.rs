@@ -739,3 +739,12 @@ pub(crate) fn line_ns(line: &str) -> Option<i128> {
         .ok()
         .map(|t| t.as_nanosecond())
 }
+
+/// The value of the first series of `name` whose label text contains every `labels` item.
+pub(crate) fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
