@@ -274,6 +274,7 @@ async fn frr_bfdd_up_with_negotiated_intervals_and_announcements_wait_for_it() -
             receive_ms: 200,
             transmit_ms: 200,
             multiplier: 3,
+            multihop: false,
         }],
     )
     .await?;

@@ -17,13 +17,15 @@ use serde_json::Value;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// One configured peer: (peer address, our local address, receive ms, transmit ms, multiplier).
+/// One configured peer.
 pub(crate) struct Peer {
     pub(crate) peer: IpAddr,
     pub(crate) local: IpAddr,
     pub(crate) receive_ms: u32,
     pub(crate) transmit_ms: u32,
     pub(crate) multiplier: u8,
+    /// RFC 5883 multihop (UDP 4784) instead of single hop.
+    pub(crate) multihop: bool,
 }
 
 /// A running bfdd; killed (and its directory removed) on drop.
@@ -45,8 +47,13 @@ impl Bfdd {
         let mut conf = String::from("bfd\n");
         for p in peers {
             conf.push_str(&format!(
-                " peer {} local-address {}\n  receive-interval {}\n  transmit-interval {}\n  detect-multiplier {}\n exit\n",
-                p.peer, p.local, p.receive_ms, p.transmit_ms, p.multiplier
+                " peer {}{} local-address {}\n  receive-interval {}\n  transmit-interval {}\n  detect-multiplier {}\n exit\n",
+                p.peer,
+                if p.multihop { " multihop" } else { "" },
+                p.local,
+                p.receive_ms,
+                p.transmit_ms,
+                p.multiplier
             ));
         }
         conf.push_str("exit\n");

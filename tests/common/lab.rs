@@ -717,11 +717,12 @@ pub(crate) fn wall_ns() -> i128 {
 }
 
 /// The timestamp of a log line, in nanoseconds since the epoch: ours (`2026-…Z` first, after
-/// the ANSI colour codes) or MetalLB's JSON (`"ts":"2026-…Z"`).
+/// the ANSI colour codes, or JSON `"timestamp":"2026-…Z"`) or MetalLB's JSON (`"ts":"2026-…Z"`).
 pub(crate) fn line_ns(line: &str) -> Option<i128> {
-    let text = match line.find("\"ts\":\"") {
-        Some(i) => line[i + 6..].split('"').next()?.to_string(),
-        None => {
+    let text = match (line.find("\"timestamp\":\""), line.find("\"ts\":\"")) {
+        (Some(i), _) => line[i + 13..].split('"').next()?.to_string(),
+        (None, Some(i)) => line[i + 6..].split('"').next()?.to_string(),
+        (None, None) => {
             let mut plain = String::new();
             let mut esc = false;
             for c in line.chars().take(80) {
