@@ -58,6 +58,7 @@ bench:
 	$(CARGO) bench --bench migrate
 	$(CARGO) bench --bench controller
 	$(CARGO) bench --bench bgp
+	$(CARGO) bench --bench bfd
 
 ## Fuzz a decoder (config_parse, arp_decode, ndp_decode, bgp_decode, bfd_decode; needs cargo-fuzz; stable toolchain,
 ## no sanitizer): make fuzz FUZZ_TARGET=ndp_decode FUZZ_SECONDS=600

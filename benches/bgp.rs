@@ -65,7 +65,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use lab::{Lab, clock_ticks, cpu_ticks, free_port, rss};
+use lab::{Lab, clock_ticks, cpu_ticks, free_port, line_ns, pct, rss, wall_ns};
 use routers::{Kind, Neighbor, Router, RouterConfig};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
@@ -91,16 +91,6 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 
 fn log_level() -> String {
     std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into())
-}
-
-/// Nearest-rank `q`-quantile of `v` (sorted here).
-fn pct(v: &mut [Duration], q: f64) -> Duration {
-    v.sort_unstable();
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
 }
 
 fn ms(d: Duration) -> String {
@@ -139,35 +129,6 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
-}
-
-/// Wall-clock now, in nanoseconds since the epoch (to compare with log timestamps).
-fn wall_ns() -> i128 {
-    k8s_openapi::jiff::Timestamp::now().as_nanosecond()
-}
-
-/// The timestamp of a log line, in nanoseconds since the epoch: ours (`2026-…Z` first, after
-/// the ANSI colour codes) or MetalLB's JSON (`"ts":"2026-…Z"`).
-fn line_ns(line: &str) -> Option<i128> {
-    let text = match line.find("\"ts\":\"") {
-        Some(i) => line[i + 6..].split('"').next()?.to_string(),
-        None => {
-            let mut plain = String::new();
-            let mut esc = false;
-            for c in line.chars().take(80) {
-                match (esc, c) {
-                    (false, '\x1b') => esc = true,
-                    (true, 'm') => esc = false,
-                    (true, _) => {}
-                    (false, c) => plain.push(c),
-                }
-            }
-            plain.split_whitespace().next()?.to_string()
-        }
-    };
-    text.parse::<k8s_openapi::jiff::Timestamp>()
-        .ok()
-        .map(|t| t.as_nanosecond())
 }
 
 /// For each needle, the time from `since` (wall clock, ns) to the first line of `log` at or

@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Result, ensure};
 use cluster::MetallbRbac;
-use lab::{Lab, WAIT, in_ns};
+use lab::{Lab, WAIT, in_ns, metric};
 use routers::{Kind, Neighbor, Router, RouterConfig};
 use serde_json::json;
 
@@ -44,15 +44,6 @@ async fn router(
         neighbors: vec![n],
     };
     Ok((Router::start(kind, &netns, &cfg).await?, addr))
-}
-
-/// The first series of `name` whose labels contain every `labels` item.
-fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| labels.iter().all(|x| l.contains(x)))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 fn config(profile: &str, peer: Ipv4Addr, pool: &str) -> String {
@@ -283,6 +274,7 @@ async fn frr_bfdd_up_with_negotiated_intervals_and_announcements_wait_for_it() -
             receive_ms: 200,
             transmit_ms: 200,
             multiplier: 3,
+            multihop: false,
         }],
     )
     .await?;

@@ -23,7 +23,7 @@ use anyhow::{Result, anyhow, ensure};
 use cluster::MetallbRbac;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use lab::{Lab, WAIT, in_ns};
+use lab::{Lab, WAIT, in_ns, metric};
 use routers::{Kind, Neighbor, Route, Router, RouterConfig};
 use serde_json::json;
 
@@ -59,15 +59,6 @@ async fn router(
         neighbors,
     };
     Ok((Router::start(kind, &netns, &cfg).await?, addr))
-}
-
-/// The value of the first series of `name` whose label text contains every `labels` item.
-fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| labels.iter().all(|x| l.contains(x)))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 fn node_addr(lab: &Lab, i: usize) -> IpAddr {

@@ -70,6 +70,9 @@ pub struct Spec {
     pub params: Params,
     /// Multihop: the lowest TTL accepted (`minimum-ttl`).
     pub min_ttl: u8,
+    /// The profile asks for the Echo function (not implemented: logged when the session
+    /// starts or changes).
+    pub echo: bool,
 }
 
 impl Spec {
@@ -91,6 +94,7 @@ impl Spec {
             min_ttl: p
                 .minimum_ttl
                 .map_or(DEFAULT_MINIMUM_TTL, |t| u8::try_from(t).unwrap_or(u8::MAX)),
+            echo: p.echo_mode,
         }
     }
 }
@@ -137,6 +141,10 @@ impl Bfd {
             }
         }
         for (k, s) in wanted {
+            let known = self.specs.get(&k).map(|(old, _)| *old);
+            if s.echo && known != Some(s) {
+                warn!(peer = %k.peer, "echo-mode is not supported; the BFD session runs without the Echo function");
+            }
             match self.specs.get_mut(&k) {
                 Some((old, _)) if *old == s => {}
                 Some((old, _)) => {
@@ -586,9 +594,6 @@ pub fn specs_for(peers: &[crate::config::Peer], profiles: &[BfdProfile]) -> Vec<
         if out.iter().any(|s| s.key == key) {
             continue;
         }
-        if profile.echo_mode {
-            warn!(peer = %p.peer_address, profile = %name, "echo-mode is not supported; the BFD session runs without the Echo function");
-        }
         out.push(Spec::from_profile(key, profile));
     }
     out
@@ -668,6 +673,7 @@ mod tests {
             key,
             params: Params::default(),
             min_ttl: 254,
+            echo: false,
         }]);
         let mut up = bfd.subscribe(&key).unwrap();
         let tx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();

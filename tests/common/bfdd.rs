@@ -2,7 +2,7 @@
 //! zebra: `show bfd peers json` is the view we read). Recipe from
 //! `shared/reference/test-peers.md`: bfdd refuses `-u root` ("not part of vty group"), so it
 //! runs as `frr` with a socket directory it can write. Used as
-//! `#[path = "common/bfdd.rs"] mod bfdd;`.
+//! `#[path = "common/bfdd.rs"] mod bfdd;` next to `mod routers;`.
 
 #![allow(dead_code)]
 
@@ -17,33 +17,21 @@ use serde_json::Value;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// One configured peer: (peer address, our local address, receive ms, transmit ms, multiplier).
+/// One configured peer.
 pub(crate) struct Peer {
     pub(crate) peer: IpAddr,
     pub(crate) local: IpAddr,
     pub(crate) receive_ms: u32,
     pub(crate) transmit_ms: u32,
     pub(crate) multiplier: u8,
+    /// RFC 5883 multihop (UDP 4784) instead of single hop.
+    pub(crate) multihop: bool,
 }
 
 /// A running bfdd; killed (and its directory removed) on drop.
 pub(crate) struct Bfdd {
     dir: PathBuf,
     child: tokio::process::Child,
-}
-
-fn bfdd_path() -> PathBuf {
-    std::process::Command::new("dpkg")
-        .args(["-L", "frr"])
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .find(|l| l.ends_with("/bfdd"))
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/frr/bfdd"))
 }
 
 impl Bfdd {
@@ -59,8 +47,13 @@ impl Bfdd {
         let mut conf = String::from("bfd\n");
         for p in peers {
             conf.push_str(&format!(
-                " peer {} local-address {}\n  receive-interval {}\n  transmit-interval {}\n  detect-multiplier {}\n exit\n",
-                p.peer, p.local, p.receive_ms, p.transmit_ms, p.multiplier
+                " peer {}{} local-address {}\n  receive-interval {}\n  transmit-interval {}\n  detect-multiplier {}\n exit\n",
+                p.peer,
+                if p.multihop { " multihop" } else { "" },
+                p.local,
+                p.receive_ms,
+                p.transmit_ms,
+                p.multiplier
             ));
         }
         conf.push_str("exit\n");
@@ -73,7 +66,7 @@ impl Bfdd {
         let log = std::fs::File::create(dir.join("bfdd.log"))?;
         let child = tokio::process::Command::new("ip")
             .args(["netns", "exec", netns])
-            .arg(bfdd_path())
+            .arg(crate::routers::frr_daemon("bfdd"))
             .arg("-f")
             .arg(dir.join("bfdd.conf"))
             .arg("-i")

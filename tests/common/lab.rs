@@ -745,3 +745,52 @@ pub(crate) fn parse_arping(text: &str) -> Vec<String> {
         .map(|m| m.to_ascii_lowercase())
         .collect()
 }
+
+/// Nearest-rank `q`-quantile of `v` (sorted here).
+pub(crate) fn pct(v: &mut [Duration], q: f64) -> Duration {
+    v.sort_unstable();
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// Wall-clock now, in nanoseconds since the epoch (to compare with log timestamps).
+pub(crate) fn wall_ns() -> i128 {
+    k8s_openapi::jiff::Timestamp::now().as_nanosecond()
+}
+
+/// The timestamp of a log line, in nanoseconds since the epoch: ours (`2026-…Z` first, after
+/// the ANSI colour codes, or JSON `"timestamp":"2026-…Z"`) or MetalLB's JSON (`"ts":"2026-…Z"`).
+pub(crate) fn line_ns(line: &str) -> Option<i128> {
+    let text = match (line.find("\"timestamp\":\""), line.find("\"ts\":\"")) {
+        (Some(i), _) => line[i + 13..].split('"').next()?.to_string(),
+        (None, Some(i)) => line[i + 6..].split('"').next()?.to_string(),
+        (None, None) => {
+            let mut plain = String::new();
+            let mut esc = false;
+            for c in line.chars().take(80) {
+                match (esc, c) {
+                    (false, '\x1b') => esc = true,
+                    (true, 'm') => esc = false,
+                    (true, _) => {}
+                    (false, c) => plain.push(c),
+                }
+            }
+            plain.split_whitespace().next()?.to_string()
+        }
+    };
+    text.parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_nanosecond())
+}
+
+/// The value of the first series of `name` whose label text contains every `labels` item.
+pub(crate) fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}

@@ -103,19 +103,23 @@ fn on_path(cmd: &str) -> bool {
 /// FRR's daemons are not on PATH; take bgpd's directory from the package list.
 fn frr_bgpd() -> &'static Path {
     static BGPD: OnceLock<PathBuf> = OnceLock::new();
-    BGPD.get_or_init(|| {
-        std::process::Command::new("dpkg")
-            .args(["-L", "frr"])
-            .output()
-            .ok()
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .find(|l| l.ends_with("/bgpd"))
-                    .map(PathBuf::from)
-            })
-            .unwrap_or_else(|| PathBuf::from("/usr/lib/frr/bgpd"))
-    })
+    BGPD.get_or_init(|| frr_daemon("bgpd"))
+}
+
+/// The path of FRR daemon `name` (`bgpd`, `bfdd`) from the package's file list.
+pub(crate) fn frr_daemon(name: &str) -> PathBuf {
+    let suffix = format!("/{name}");
+    std::process::Command::new("dpkg")
+        .args(["-L", "frr"])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find(|l| l.ends_with(&suffix))
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(format!("/usr/lib/frr/{name}")))
 }
 
 /// One BGP neighbour of a test router (usually the speaker under test).
