@@ -14,6 +14,7 @@ deps:
 	  command -v $${p%%:*} >/dev/null 2>&1 || missing="$$missing $${p##*:}"; \
 	done; \
 	[ -x /usr/lib/frr/bgpd ] || dpkg -L frr 2>/dev/null | grep -q '/bgpd$$' || missing="$$missing frr"; \
+	python3 -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
 	if [ -n "$${missing// /}" ]; then \
 	  echo "== installing:$$missing"; \
