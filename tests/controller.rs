@@ -54,22 +54,7 @@ impl Env {
     }
 
     async fn set_config(&self, payload: &str) -> Result<()> {
-        let cm = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some("config".into()),
-                ..Default::default()
-            },
-            data: Some([("config".to_string(), payload.to_string())].into()),
-            ..Default::default()
-        };
-        Api::<ConfigMap>::namespaced(self.admin.clone(), &self.ns)
-            .patch(
-                "config",
-                &PatchParams::apply("test").force(),
-                &Patch::Apply(&cm),
-            )
-            .await?;
-        Ok(())
+        cluster::apply_config(&self.admin, &self.ns, payload).await
     }
 
     fn controller(&self, extra: &[&str]) -> Result<Controller> {

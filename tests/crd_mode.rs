@@ -241,18 +241,7 @@ impl Env {
     }
 
     async fn wait_ip(&self, name: &str) -> Result<IpAddr> {
-        let t = Instant::now();
-        loop {
-            let s = self.services().get_status(name).await?;
-            if let Some(ip) = metallb_rs::k8s::service::status_ips(&s).first() {
-                return Ok(*ip);
-            }
-            ensure!(
-                t.elapsed() < WAIT,
-                "Service {name} got no IP within {WAIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        cluster::wait_service_ip(&self.admin, &self.ns, name, WAIT).await
     }
 
     /// Every Service of the namespace with its status IPs.
@@ -266,22 +255,7 @@ impl Env {
     }
 
     async fn set_configmap(&self, payload: &str) -> Result<()> {
-        let cm = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some("config".into()),
-                ..Default::default()
-            },
-            data: Some([("config".to_string(), payload.to_string())].into()),
-            ..Default::default()
-        };
-        Api::<ConfigMap>::namespaced(self.admin.clone(), &self.ns)
-            .patch(
-                "config",
-                &PatchParams::apply("test").force(),
-                &Patch::Apply(&cm),
-            )
-            .await?;
-        Ok(())
+        cluster::apply_config(&self.admin, &self.ns, payload).await
     }
 
     /// Run `metallb-migrate --from-cluster` as the admin (kubeconfig as kubectl finds it).

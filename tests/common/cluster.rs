@@ -745,3 +745,41 @@ pub(crate) async fn scrape_metrics(port: u16) -> Result<String> {
         .map(|(_, b)| b.to_string())
         .ok_or_else(|| anyhow!("bad HTTP reply from port {port}"))
 }
+
+/// Server-side apply the legacy `config` ConfigMap of `ns` with `payload` (field manager `test`).
+pub(crate) async fn apply_config(admin: &Client, ns: &str, payload: &str) -> Result<()> {
+    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "config"}, "data": {"config": payload},
+    }))?;
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), ns)
+        .patch(
+            "config",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&cm),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Wait until Service `ns/name` has an IP in its status; the first one.
+pub(crate) async fn wait_service_ip(
+    admin: &Client,
+    ns: &str,
+    name: &str,
+    within: Duration,
+) -> Result<std::net::IpAddr> {
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(admin.clone(), ns);
+    let t = Instant::now();
+    loop {
+        let s = api.get_status(name).await?;
+        if let Some(ip) = metallb_rs::k8s::service::status_ips(&s).first() {
+            return Ok(*ip);
+        }
+        ensure!(
+            t.elapsed() < within,
+            "service {name} got no IP within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

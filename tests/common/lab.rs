@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -398,18 +398,7 @@ impl Lab {
     }
 
     pub(crate) async fn set_config(&self, payload: &str) -> Result<()> {
-        let cm: ConfigMap = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "config"}, "data": {"config": payload},
-        }))?;
-        Api::<ConfigMap>::namespaced(self.admin.clone(), &self.ns)
-            .patch(
-                "config",
-                &PatchParams::apply("test").force(),
-                &Patch::Apply(&cm),
-            )
-            .await?;
-        Ok(())
+        crate::cluster::apply_config(&self.admin, &self.ns, payload).await
     }
 
     /// A LoadBalancer Service of our class with one ready endpoint on node `endpoint_on`.
@@ -482,19 +471,7 @@ impl Lab {
     }
 
     pub(crate) async fn wait_ip(&self, name: &str) -> Result<IpAddr> {
-        let api: Api<Service> = Api::namespaced(self.admin.clone(), &self.ns);
-        let t = Instant::now();
-        loop {
-            let s = api.get_status(name).await?;
-            if let Some(ip) = metallb_rs::k8s::service::status_ips(&s).first() {
-                return Ok(*ip);
-            }
-            ensure!(
-                t.elapsed() < WAIT,
-                "service {name} got no IP within {WAIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::cluster::wait_service_ip(&self.admin, &self.ns, name, WAIT).await
     }
 
     pub(crate) fn names(&self, idx: &[usize]) -> Vec<&str> {
