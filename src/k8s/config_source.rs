@@ -569,13 +569,7 @@ fn observe(opts: &Options, stores: &BTreeMap<Store, Objects>) -> (ConfigInput, S
     if source == Source::ConfigMap {
         let input = match cm_ref {
             Some(c) => ConfigInput {
-                payload: Some(Payload::Legacy(
-                    c.data
-                        .as_ref()
-                        .and_then(|d| d.get("config"))
-                        .cloned()
-                        .unwrap_or_default(),
-                )),
+                payload: Some(Payload::Legacy(super::source::config_payload(&c))),
                 reference: Some(reference(&c)),
             },
             None => ConfigInput {

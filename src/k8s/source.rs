@@ -84,12 +84,7 @@ pub async fn watch_configmap<T>(
             }
             Ok(WEvent::InitApply(cm) | WEvent::Apply(cm)) => {
                 seen_in_init = true;
-                let payload = cm
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get("config"))
-                    .cloned()
-                    .unwrap_or_default();
+                let payload = config_payload(&cm);
                 ConfigInput {
                     payload: Some(Payload::Legacy(payload)),
                     reference: Some(reference(&cm)),
@@ -161,4 +156,14 @@ pub async fn watch_file<T>(path: PathBuf, tx: mpsc::Sender<T>, wrap: impl Fn(Con
 /// Whether a kube error is an HTTP status `code` from the apiserver.
 pub fn is_status(err: &kube::Error, code: u16) -> bool {
     matches!(err, kube::Error::Api(s) if s.code == code)
+}
+
+/// The legacy config text of a ConfigMap: its `config` key, empty when absent (MetalLB reads
+/// an absent key as an empty config).
+pub fn config_payload(cm: &ConfigMap) -> String {
+    cm.data
+        .as_ref()
+        .and_then(|d| d.get("config"))
+        .cloned()
+        .unwrap_or_default()
 }

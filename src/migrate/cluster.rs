@@ -148,12 +148,7 @@ async fn read_live(client: &Client, req: &Request) -> Result<Live> {
         || cms.get(&req.configmap),
     )
     .await?;
-    let payload = cm
-        .data
-        .as_ref()
-        .and_then(|d| d.get("config"))
-        .cloned()
-        .unwrap_or_default();
+    let payload = crate::k8s::source::config_payload(&cm);
     let config = config::parse_payload(&payload)
         .map_err(|e| anyhow!("ConfigMap {}/{}: {e}", req.namespace, req.configmap))?;
     let migration = migrate(
