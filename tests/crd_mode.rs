@@ -240,6 +240,15 @@ impl Env {
         Ok(())
     }
 
+    /// A Service's `metallb.universe.tf/address-pool` annotation.
+    async fn pool_of(&self, name: &str) -> Result<Option<String>> {
+        let svc = self.services().get(name).await?;
+        Ok(svc
+            .metadata
+            .annotations
+            .and_then(|mut a| a.remove("metallb.universe.tf/address-pool")))
+    }
+
     async fn wait_ip(&self, name: &str) -> Result<IpAddr> {
         cluster::wait_service_ip(&self.admin, &self.ns, name, WAIT).await
     }
@@ -496,14 +505,8 @@ async fn migrate_from_cluster_switches_and_rolls_back_without_moving_an_ip() -> 
         .await?;
     ctl.wait_metric("metallb_k8s_client_config_stale_bool 0")
         .await?;
-    let svc0 = env.services().get("svc-0").await?;
-    let ann = svc0.metadata.annotations.unwrap_or_default();
-    ensure!(
-        ann.get("metallb.universe.tf/address-pool")
-            .map(String::as_str)
-            == Some("prod-pool"),
-        "{ann:?}"
-    );
+    let pool = env.pool_of("svc-0").await?;
+    ensure!(pool.as_deref() == Some("prod-pool"), "{pool:?}");
     env.create_lb("new-in-crds", Some("prod-pool")).await?;
     env.wait_ip("new-in-crds").await?;
     let mut after = env.snapshot().await?;
@@ -511,6 +514,36 @@ async fn migrate_from_cluster_switches_and_rolls_back_without_moving_an_ip() -> 
     ensure!(
         after == before,
         "IPs changed across the switch:\n{before:?}\n{after:?}"
+    );
+
+    // The rollback of another install (its own namespace and ConfigMap) restores only the
+    // Services its own apply rewrote: none of ours.
+    let other = env
+        .cluster
+        .fresh_namespace(&env.admin, "crd-switch-other")
+        .await?;
+    cluster::apply_config(&env.admin, &other, LEGACY).await?;
+    let out = tokio::process::Command::new(MIGRATE)
+        .args([
+            "--from-cluster",
+            "--services",
+            "--rollback",
+            "--namespace",
+            &other,
+        ])
+        .env("KUBECONFIG", env.cluster.kubeconfig())
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    ensure!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("0 Service(s) restored"),
+        "rollback of another install: {out:?}"
+    );
+    let pool = env.pool_of("svc-0").await?;
+    ensure!(
+        pool.as_deref() == Some("prod-pool"),
+        "another install's rollback restored our Service: {pool:?}"
     );
 
     // Idempotent.
@@ -528,14 +561,8 @@ async fn migrate_from_cluster_switches_and_rolls_back_without_moving_an_ip() -> 
         list_objects(&env.admin, &env.ns, false).await?.is_empty(),
         "objects left"
     );
-    let svc0 = env.services().get("svc-0").await?;
-    let ann = svc0.metadata.annotations.unwrap_or_default();
-    ensure!(
-        ann.get("metallb.universe.tf/address-pool")
-            .map(String::as_str)
-            == Some("Prod_Pool"),
-        "{ann:?}"
-    );
+    let pool = env.pool_of("svc-0").await?;
+    ensure!(pool.as_deref() == Some("Prod_Pool"), "{pool:?}");
     env.create_lb("new-in-cm", None).await?;
     env.wait_ip("new-in-cm").await?;
     ctl.wait_metric("metallb_k8s_client_config_stale_bool 0")
@@ -603,10 +630,11 @@ async fn migrate_runs_under_its_least_privilege_rbac() -> Result<()> {
         .service_account_kubeconfig(&env.admin, &env.ns, "metallb-migrate")
         .await?;
     env.set_configmap(
-        "peers:\n- {my-asn: 64500, peer-asn: 64501, peer-address: 192.0.2.1, password: s3cret}\naddress-pools:\n- {name: Prod_Pool, protocol: bgp, addresses: [203.0.113.0/28]}\n",
+        "peers:\n- {my-asn: 64500, peer-asn: 64501, peer-address: 192.0.2.1, password: s3cret}\naddress-pools:\n- {name: Bgp_Pool, protocol: bgp, addresses: [203.0.113.0/28]}\n",
     )
     .await?;
-    env.create_lb("web", Some("Prod_Pool")).await?;
+    // A pool name no concurrent test uses: `--services` rewrites Services cluster-wide.
+    env.create_lb("web", Some("Bgp_Pool")).await?;
     for args in [
         &["--password-secrets"][..],
         &["--password-secrets", "--apply"],

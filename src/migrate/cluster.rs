@@ -29,7 +29,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::core::ApiResource;
 use serde_json::{Value, json};
 
-use super::plan::{self, FIELD_MANAGER, PREVIOUS_POOL_ANNOTATION, Step};
+use super::plan::{self, FIELD_MANAGER, MIGRATED_BY_ANNOTATION, PREVIOUS_POOL_ANNOTATION, Step};
 use super::{Migration, Options, Resource, emit, migrate, services};
 use crate::config::crd::{self, Kind};
 use crate::config::{self, Config};
@@ -390,8 +390,9 @@ async fn apply(
         return Ok(1);
     }
     // 4. Services asking for renamed pools (both names work in both sources meanwhile).
+    let by = plan::migrated_by(ns, &req.configmap);
     for p in &live.patches {
-        patch_service(client, p).await?;
+        patch_service(client, p, &by).await?;
     }
     // 5. Switch.
     set_source(client, req, "crds").await?;
@@ -414,7 +415,7 @@ fn expected_hash(live: &Live) -> String {
 }
 
 /// Rewrite a Service's pool annotations, remembering the old values for `--rollback`.
-async fn patch_service(client: &Client, p: &services::ServicePatch) -> Result<()> {
+async fn patch_service(client: &Client, p: &services::ServicePatch, by: &str) -> Result<()> {
     let api: Api<Service> = Api::namespaced(client.clone(), &p.namespace);
     let mut ann = serde_json::Map::new();
     let previous: BTreeMap<&str, &str> = p
@@ -429,6 +430,7 @@ async fn patch_service(client: &Client, p: &services::ServicePatch) -> Result<()
         PREVIOUS_POOL_ANNOTATION.into(),
         json!(serde_json::to_string(&previous).unwrap_or_default()),
     );
+    ann.insert(MIGRATED_BY_ANNOTATION.into(), json!(by));
     let patch = json!({"metadata": {"annotations": ann}});
     let pp = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
@@ -458,8 +460,9 @@ async fn rollback(client: &Client, req: &Request, out: &mut dyn Write) -> Result
         )?;
         return Ok(1);
     }
-    // 2. Services we re-annotated get their old pool names back.
+    // 2. Services this install's migration re-annotated get their old pool names back.
     let mut restored = 0;
+    let by = plan::migrated_by(ns, &req.configmap);
     if req.services {
         let api: Api<Service> = Api::all(client.clone());
         let lp = ListParams::default();
@@ -473,12 +476,22 @@ async fn rollback(client: &Client, req: &Request, out: &mut dyn Write) -> Result
             else {
                 continue;
             };
+            let mine = s
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(MIGRATED_BY_ANNOTATION))
+                == Some(&by);
+            if !mine {
+                continue;
+            }
             let old: BTreeMap<String, String> = serde_json::from_str(prev).unwrap_or_default();
             let mut ann = serde_json::Map::new();
             for (k, v) in old {
                 ann.insert(k, json!(v));
             }
             ann.insert(PREVIOUS_POOL_ANNOTATION.into(), Value::Null);
+            ann.insert(MIGRATED_BY_ANNOTATION.into(), Value::Null);
             let patch = json!({"metadata": {"annotations": ann}});
             let (sns, name) = (
                 s.metadata.namespace.clone().unwrap_or_default(),

@@ -18,6 +18,15 @@ pub const FIELD_MANAGER: &str = "metallb-migrate";
 /// Annotation on a Service whose pool annotation was rewritten: the old values (JSON object
 /// annotation → pool), restored by `--rollback`.
 pub const PREVIOUS_POOL_ANNOTATION: &str = "metallb-rs.io/previous-address-pool";
+/// Annotation next to [`PREVIOUS_POOL_ANNOTATION`]: `<namespace>/<configmap>` of the MetalLB
+/// install whose migration rewrote it. `--rollback` of one install restores only its own
+/// Services (a second install in the cluster, e.g. a staging one, is left alone).
+pub const MIGRATED_BY_ANNOTATION: &str = "metallb-rs.io/migrated-by";
+
+/// The [`MIGRATED_BY_ANNOTATION`] value of one install.
+pub fn migrated_by(namespace: &str, configmap: &str) -> String {
+    format!("{namespace}/{configmap}")
+}
 
 /// Add the owner label to a manifest.
 pub fn label(mut v: Value) -> Value {
