@@ -30,6 +30,9 @@ mod cluster;
 #[path = "../tests/common/lab.rs"]
 mod lab;
 
+#[path = "../tests/common/probe.rs"]
+mod probe;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -40,8 +43,8 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ListParams};
 use lab::{Lab, clock_ticks, cpu_ticks, expected_owner, rss};
 use metallb_rs::l2::packet::MacAddr;
-use metallb_rs::l2::probe::{self, OwnerSample, ProbeReport, ProbeSocket};
 use metallb_rs::l2::sys::enter_netns;
+use probe::{OwnerSample, ProbeReport, ProbeSocket};
 use serde_json::json;
 use tokio::sync::oneshot;
 

@@ -669,6 +669,41 @@ pub fn release_free_memory() {
     }
 }
 
+/// Allocator settings for a long-running daemon whose memory comes in bursts (a relist or the
+/// first decision over thousands of Services, then little): glibc's defaults keep up to 8
+/// arenas per core and raise the mmap and trim thresholds after each large free, so the
+/// burst's pages stay resident. Two arenas, a fixed 256 KiB mmap threshold (large buffers go
+/// back to the kernel on free) and a fixed 1 MiB trim threshold (BENCHMARKS.md, speaker
+/// memory). A no-op with other C libraries. Call first thing in `main`.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+    }
+}
+
+/// [`release_free_memory`] two seconds from now, once however often it is asked for meanwhile
+/// (after a burst: the writers and Event tasks still hold its buffers for a moment). Needs a
+/// tokio runtime; without one it does nothing.
+pub fn release_free_memory_soon() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static PENDING: AtomicBool = AtomicBool::new(false);
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if PENDING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    rt.spawn(async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        PENDING.store(false, Ordering::Release);
+        release_free_memory();
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

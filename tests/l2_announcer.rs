@@ -7,6 +7,9 @@
 //! Needs root (CAP_NET_ADMIN + CAP_NET_RAW). Interface addresses come from 192.0.2.0/24, service
 //! IPs from 203.0.113.0/24 and 2001:db8::/32. Namespace names start with `l2a<pid>t<n>-`.
 
+#[path = "common/probe.rs"]
+mod probe;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Output};
@@ -16,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use metallb_rs::l2::announcer::Announcer;
 use metallb_rs::l2::packet::{ArpFrame, MacAddr};
-use metallb_rs::l2::probe::{self, GratuitousKind, GratuitousObservation, ProbeSocket};
 use metallb_rs::l2::sys;
 use metallb_rs::metrics::Layer2Metrics;
+use probe::{GratuitousKind, GratuitousObservation, ProbeSocket};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 

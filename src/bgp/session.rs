@@ -738,6 +738,8 @@ impl Task {
             if v6 {
                 self.send(&Message::Update(Update::end_of_rib(AFI_IPV6, SAFI_UNICAST)));
             }
+            // The initial table's encoding buffers go once the writer has sent them.
+            crate::sys::release_free_memory_soon();
         }
     }
 

@@ -3,7 +3,11 @@ use clap::Parser;
 
 // The decision loop is one task; packet I/O runs on its own tasks. Two worker threads keep ARP
 // answers flowing while the loop is busy.
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
-    metallb_rs::speaker::Args::parse().run().await
+fn main() -> anyhow::Result<()> {
+    metallb_rs::sys::tune_allocator();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(metallb_rs::speaker::Args::parse().run())
 }

@@ -24,5 +24,4 @@ pub mod election;
 pub mod gratuitous;
 pub mod packet;
 pub mod plan;
-pub mod probe;
 pub use crate::sys;

@@ -844,10 +844,13 @@ struct State {
 
 impl State {
     async fn run(&mut self, mut rx: mpsc::Receiver<Input>) -> anyhow::Result<()> {
+        /// Inputs after which the loop hands freed memory back to the kernel.
+        const TRIM_AFTER_INPUTS: usize = 1000;
         // Until the first decision, a tick re-checks the start-up gates (warm-up is a timer);
         // after that every change arrives as an input.
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut churn = 0usize;
         loop {
             crate::http::decision_loop().beat();
             tokio::select! {
@@ -857,14 +860,22 @@ impl State {
                         break;
                     }
                     self.apply(input).await;
+                    let mut applied = 1;
                     // Fold everything already queued before deciding once.
                     while let Ok(more) = rx.try_recv() {
                         if matches!(more, Input::Shutdown) {
                             return self.shutdown().await;
                         }
                         self.apply(more).await;
+                        applied += 1;
                     }
                     self.decide().await;
+                    // After a burst (start-up, a relist, a mass change) hand its memory back.
+                    churn += applied;
+                    if churn >= TRIM_AFTER_INPUTS {
+                        churn = 0;
+                        crate::sys::release_free_memory_soon();
+                    }
                 }
                 _ = tick.tick(), if !self.started => self.decide().await,
             }

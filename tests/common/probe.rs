@@ -3,7 +3,7 @@
 //!
 //! **Blocking API** (std threads, no tokio): every function opens its own `AF_PACKET` socket
 //! (`ETH_P_ALL`, bound to one interface, outgoing frames ignored) in the calling thread's
-//! network namespace, so a test thread can [`enter_netns`](super::sys::enter_netns) the client
+//! network namespace, so a test thread can [`enter_netns`](metallb_rs::sys::enter_netns) the client
 //! namespace and call these directly. Receive timestamps are taken in user space right after
 //! `recv` returns ([`Instant`]), which is good to a few tens of microseconds on an idle host.
 //!
@@ -14,6 +14,7 @@
 //! * [`ProbeSocket::observe_gratuitous`]: captures gratuitous ARP (request and reply) and
 //!   unsolicited Neighbor Advertisements for an IP, with receive timestamps.
 //! * [`send_raw`]: puts an arbitrary frame on the wire (malformed-frame tests).
+#![allow(dead_code, unreachable_pub)] // the benchmark uses a subset
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read};
@@ -24,8 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use socket2::Socket;
 
-use super::packet::{ArpFrame, ArpOperation, ArpPacket, MacAddr, NdpFrame, NdpMessage};
-use super::sys::{self, InterfaceInfo};
+use metallb_rs::l2::packet::{ArpFrame, ArpOperation, ArpPacket, MacAddr, NdpFrame, NdpMessage};
+use metallb_rs::sys::{self, InterfaceInfo};
 
 /// How long replies are still collected after the last request of a rate probe.
 pub const REPLY_GRACE: Duration = Duration::from_millis(300);
