@@ -696,8 +696,15 @@ async fn convergence_rows_and_config_lifecycle() -> Result<()> {
     ctl.wait_metric("metallb_k8s_client_config_loaded_bool 0")
         .await?;
     env.create(&env.lb("x", &[])).await?;
-    // Give the controller every chance to (wrongly) allocate without a config.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The controller has processed the Service without a config (its decision is made)...
+    wait_log(&ctl, "still waiting for config").await?;
+    let log = std::fs::read_to_string(&ctl.log)?;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("still waiting for config") && l.contains(&format!("{}/x", env.ns))),
+        "the no-config line does not name the Service:\n{log}"
+    );
+    // ...and allocated nothing.
     assert!(env.ips("x").await?.is_empty(), "allocated without a config");
     env.set_config(POOL_A).await?;
     assert_eq!(env.wait_ips("x", 1).await?, vec![ip("203.0.113.0")]);
