@@ -34,11 +34,7 @@ impl Env {
     async fn new(prefix: &str, rbac: MetallbRbac) -> Result<Env> {
         let cluster = Cluster::shared()?;
         let admin = cluster.client().await?;
-        let ns = cluster.fresh_namespace(&admin, prefix).await?;
-        cluster.install_metallb_rbac(&admin, rbac, &ns).await?;
-        let kubeconfig = cluster
-            .service_account_kubeconfig(&admin, &ns, "controller")
-            .await?;
+        let (ns, kubeconfig) = cluster.controller_namespace(&admin, prefix, rbac).await?;
         let class = format!("metallb-rs.test/{ns}");
         Ok(Env {
             cluster,
@@ -696,14 +692,24 @@ async fn convergence_rows_and_config_lifecycle() -> Result<()> {
     ctl.wait_metric("metallb_k8s_client_config_loaded_bool 0")
         .await?;
     env.create(&env.lb("x", &[])).await?;
-    // The controller has processed the Service without a config (its decision is made)...
-    wait_log(&ctl, "still waiting for config").await?;
-    let log = std::fs::read_to_string(&ctl.log)?;
-    assert!(
-        log.lines()
-            .any(|l| l.contains("still waiting for config") && l.contains(&format!("{}/x", env.ns))),
-        "the no-config line does not name the Service:\n{log}"
-    );
+    // The controller has processed the Service without a config (its decision is made; the
+    // whole log line, which names the Service after the message)...
+    let key = format!("{}/x", env.ns);
+    let t = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&ctl.log)?;
+        if log
+            .lines()
+            .any(|l| l.contains("still waiting for config") && l.contains(&key))
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < WAIT,
+            "no no-config decision for {key} within {WAIT:?}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // ...and allocated nothing.
     assert!(env.ips("x").await?.is_empty(), "allocated without a config");
     env.set_config(POOL_A).await?;

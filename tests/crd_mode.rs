@@ -153,12 +153,8 @@ impl Env {
     async fn new(prefix: &str, crd_rbac: bool) -> Result<Env> {
         let cluster = Cluster::shared()?;
         let admin = cluster.client().await?;
-        let ns = cluster.fresh_namespace(&admin, prefix).await?;
-        cluster
-            .install_metallb_rbac(&admin, MetallbRbac::V0_12_1, &ns)
-            .await?;
-        let kubeconfig = cluster
-            .service_account_kubeconfig(&admin, &ns, "controller")
+        let (ns, kubeconfig) = cluster
+            .controller_namespace(&admin, prefix, MetallbRbac::V0_12_1)
             .await?;
         let env = Env {
             cluster,

@@ -1514,6 +1514,67 @@ fn chart_renders_goldens() -> Result<()> {
     Ok(())
 }
 
+/// Our chart (defaults) and our manifest run both workloads hardened: non-root, the runtime's
+/// default seccomp filter, every capability dropped but the speaker's NET_RAW, a read-only
+/// root filesystem, and no container port but metrics (7472) and memberlist (7946).
+#[test]
+fn our_workloads_are_hardened() -> Result<()> {
+    let manifest = std::fs::read_to_string(cluster::repo_root().join("manifests/metallb-rs.yaml"))?;
+    let empty = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("empty-values.yaml");
+    std::fs::write(&empty, "{}\n")?;
+    for (what, text) in [("manifest", manifest), ("chart", render_our_chart(&empty)?)] {
+        let docs = yaml_docs(&text)?;
+        let workloads: Vec<&Value> = docs
+            .iter()
+            .filter(|d| matches!(d["kind"].as_str(), Some("Deployment" | "DaemonSet")))
+            .collect();
+        ensure!(
+            workloads.len() == 2,
+            "{what}: {} workloads",
+            workloads.len()
+        );
+        for w in workloads {
+            let name = w["metadata"]["name"].as_str().unwrap_or_default();
+            let pod = &w["spec"]["template"]["spec"];
+            let psc = &pod["securityContext"];
+            ensure!(
+                psc["seccompProfile"]["type"] == "RuntimeDefault",
+                "{what} {name}: pod seccompProfile {}",
+                psc["seccompProfile"]
+            );
+            ensure!(
+                psc["runAsNonRoot"] == true && psc["runAsUser"].as_u64().is_some_and(|u| u != 0),
+                "{what} {name}: not non-root: {psc}"
+            );
+            for c in pod["containers"].as_array().into_iter().flatten() {
+                let sc = &c["securityContext"];
+                ensure!(
+                    sc["capabilities"]["drop"] == json!(["ALL"]),
+                    "{what} {name}: drops {}",
+                    sc["capabilities"]["drop"]
+                );
+                let add = &sc["capabilities"]["add"];
+                ensure!(
+                    add.is_null() || *add == json!(["NET_RAW"]),
+                    "{what} {name}: adds {add}"
+                );
+                ensure!(
+                    sc["readOnlyRootFilesystem"] == true,
+                    "{what} {name}: writable root filesystem"
+                );
+                for p in c["ports"].as_array().into_iter().flatten() {
+                    let port = p["containerPort"].as_u64().unwrap_or_default();
+                    ensure!(
+                        port == 7472 || port == 7946,
+                        "{what} {name}: unexpected container port {p}"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The flattened keys of a values tree (`speaker.memberlist.enabled`, ...); lists and empty
 /// maps are leaves.
 fn value_keys(v: &Value, prefix: &str, out: &mut Vec<String>) {

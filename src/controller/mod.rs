@@ -38,11 +38,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event as WEvent};
 use prometheus::Registry;
 use tokio::sync::{Semaphore, mpsc};
@@ -305,35 +303,28 @@ async fn watch_services(client: Client, lb_class: String, tx: mpsc::Sender<Input
     // LeanService: list pages and watch events are parsed without managedFields, and each
     // Service is reduced to its Record here, before it is queued.
     let api: Api<LeanService> = Api::all(client);
-    let mut stream = watcher::watcher(api, watcher::Config::default().page_size(LIST_PAGE))
-        .default_backoff()
-        .boxed();
     let record = |s: LeanService| {
         let key = svcs::key(&s.0);
         (key, Box::new(Record::new(s.0, &lb_class)))
     };
-    while let Some(ev) = stream.next().await {
+    let cfg = watcher::Config::default().page_size(LIST_PAGE);
+    crate::k8s::watch::forward(api, cfg, "Service", tx, |ev| {
         let ev = match ev {
-            Ok(WEvent::Init) => SvcEvent::Init,
-            Ok(WEvent::InitApply(s)) => {
+            WEvent::Init => SvcEvent::Init,
+            WEvent::InitApply(s) => {
                 let (k, r) = record(s);
                 SvcEvent::InitApply(k, r)
             }
-            Ok(WEvent::InitDone) => SvcEvent::InitDone,
-            Ok(WEvent::Apply(s)) => {
+            WEvent::InitDone => SvcEvent::InitDone,
+            WEvent::Apply(s) => {
                 let (k, r) = record(s);
                 SvcEvent::Apply(k, r)
             }
-            Ok(WEvent::Delete(s)) => SvcEvent::Delete(svcs::key(&s.0)),
-            Err(e) => {
-                warn!(error = %e, "Service watch failed; retrying");
-                continue;
-            }
+            WEvent::Delete(s) => SvcEvent::Delete(svcs::key(&s.0)),
         };
-        if tx.send(Input::Service(ev)).await.is_err() {
-            return;
-        }
-    }
+        Some(Input::Service(ev))
+    })
+    .await;
 }
 
 /// The loop ticks at least this often when idle (it bumps its heartbeat on every iteration).

@@ -402,19 +402,24 @@ async fn run<T>(
             Api::namespaced_with(client.clone(), &ns, &api_resource(kind));
         let ar = api_resource(kind);
         streams.push(
-            watcher::watcher(api, watcher::Config::default())
-                .default_backoff()
-                .map(move |e| {
-                    // The apiserver omits apiVersion/kind in list items: restore them.
-                    Ev::Object(kind, e.map(|ev| map_event(ev, |o| with_types(o, &ar))))
-                })
-                .boxed(),
+            watcher::watcher(
+                api,
+                watcher::Config::default().timeout(super::watch::WATCH_TIMEOUT_SECS),
+            )
+            .default_backoff()
+            .map(move |e| {
+                // The apiserver omits apiVersion/kind in list items: restore them.
+                Ev::Object(kind, e.map(|ev| map_event(ev, |o| with_types(o, &ar))))
+            })
+            .boxed(),
         );
         expect.insert(Store::Object(kind));
     }
     if secrets_readable {
         let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-        let cfg = watcher::Config::default().fields(&secret_selector());
+        let cfg = watcher::Config::default()
+            .fields(&secret_selector())
+            .timeout(super::watch::WATCH_TIMEOUT_SECS);
         streams.push(
             watcher::watcher(api, cfg)
                 .default_backoff()
@@ -425,7 +430,9 @@ async fn run<T>(
     }
     if opts.mode == Mode::Auto {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-        let cfg = watcher::Config::default().fields(&format!("metadata.name={}", opts.configmap));
+        let cfg = watcher::Config::default()
+            .fields(&format!("metadata.name={}", opts.configmap))
+            .timeout(super::watch::WATCH_TIMEOUT_SECS);
         streams.push(
             watcher::watcher(api, cfg)
                 .default_backoff()

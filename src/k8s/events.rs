@@ -172,11 +172,16 @@ impl Occurrence<'_> {
     }
 }
 
-/// A map that keeps at most [`CACHE_ENTRIES`] keys, forgetting the least recently used.
+/// A map that keeps at most [`CACHE_ENTRIES`] keys, forgetting the least recently used. Keys
+/// are kept as 64-bit hashes under a per-process random key: client-go's keys are whole
+/// strings (object, reason, message: a few hundred bytes each, three caches of 4096), which
+/// at a start with thousands of Services was megabytes for the same decisions; a collision
+/// (one in 2^64 per pair, not steerable from outside) would merge two Events' counts.
 #[derive(Debug)]
 struct Lru<V> {
-    map: HashMap<String, (u64, V)>,
+    map: HashMap<u64, (u64, V)>,
     tick: u64,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl<V> Default for Lru<V> {
@@ -184,29 +189,37 @@ impl<V> Default for Lru<V> {
         Lru {
             map: HashMap::new(),
             tick: 0,
+            hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 }
 
 impl<V> Lru<V> {
+    fn hash(&self, key: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(key)
+    }
+
     fn get_mut(&mut self, key: &str) -> Option<&mut V> {
         self.tick += 1;
         let tick = self.tick;
-        self.map.get_mut(key).map(|(t, v)| {
+        let h = self.hash(key);
+        self.map.get_mut(&h).map(|(t, v)| {
             *t = tick;
             v
         })
     }
 
-    fn insert(&mut self, key: String, v: V) {
+    fn insert(&mut self, key: &str, v: V) {
         self.tick += 1;
-        if self.map.len() >= CACHE_ENTRIES && !self.map.contains_key(&key) {
+        let h = self.hash(key);
+        if self.map.len() >= CACHE_ENTRIES && !self.map.contains_key(&h) {
             let oldest = self.map.iter().min_by_key(|(_, (t, _))| *t);
-            if let Some(k) = oldest.map(|(k, _)| k.clone()) {
+            if let Some(k) = oldest.map(|(k, _)| *k) {
                 self.map.remove(&k);
             }
         }
-        self.map.insert(key, (self.tick, v));
+        self.map.insert(h, (self.tick, v));
     }
 }
 
@@ -218,7 +231,8 @@ struct Bucket {
 
 #[derive(Debug)]
 struct Aggregate {
-    messages: BTreeSet<String>,
+    /// Hashes of the distinct messages (only their number matters).
+    messages: BTreeSet<u64>,
     last: Instant,
 }
 
@@ -257,7 +271,7 @@ impl Correlator {
             }
             None => {
                 self.spam.insert(
-                    okey,
+                    &okey,
                     Bucket {
                         tokens: SPAM_BURST - 1.0,
                         at: now,
@@ -283,13 +297,13 @@ impl Correlator {
             }
             _ => fresh(),
         };
-        agg.messages.insert(message.to_string());
+        agg.messages.insert(self.aggregates.hash(message));
         agg.last = now;
         let combined = agg.messages.len() >= AGGREGATE_MAX;
         if combined {
             agg.messages.pop_first();
         }
-        self.aggregates.insert(akey.clone(), agg);
+        self.aggregates.insert(&akey, agg);
         let (key, message) = if combined {
             let m = format!("(combined from similar events): {message}");
             (akey, truncate_utf8(&m, MESSAGE_LIMIT).to_string())
@@ -309,7 +323,7 @@ impl Correlator {
         }
         let name = event_name(occ.object.name.as_deref().unwrap_or("object"), wall);
         self.seen.insert(
-            key,
+            &key,
             Seen {
                 name: name.clone(),
                 count: 1,

@@ -1,9 +1,12 @@
-//! Kubernetes glue (the only place `kube::` is imported).
+//! Kubernetes glue: the client, watches, Events, CRD types and lean object views. The binaries'
+//! drivers (`controller`, `speaker::driver`, `migrate::cluster`) also call `kube` directly for
+//! their own requests (status writes, lists, Leases); the pure cores never do.
 //!
 //! - [`crds`]: the metallb.io kinds as kube `CustomResource`s, wrapping the plain spec structs
 //!   of [`crate::config::crd`]; the source of `manifests/migration-crds/`.
 //! - [`config_source`]: `--config-source=configmap|crds|auto`, the config watch both binaries
-//!   start; [`source`]: the ConfigMap and file watches, the client and the namespace.
+//!   start; [`source`]: the ConfigMap and file watches, the client and the namespace;
+//!   [`watch`]: the one watcher → channel adapter.
 
 pub mod config_source;
 pub mod crds;
@@ -11,3 +14,4 @@ pub mod events;
 pub mod lean;
 pub mod service;
 pub mod source;
+pub mod watch;

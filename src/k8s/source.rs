@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use kube::Client;
 use kube::api::Api;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event as WEvent};
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -45,21 +43,28 @@ pub fn namespace(flag: Option<String>) -> String {
         .unwrap_or_else(|| "metallb-system".into())
 }
 
-/// A client from `--kubeconfig` or the environment (in-cluster, then `~/.kube/config`).
+/// No read on an apiserver connection may wait longer than this: a healthy watch sends at
+/// least a byte every [`super::watch::WATCH_TIMEOUT_SECS`] (the server ends it then), and every
+/// other request of the binaries has its own shorter timeout. Without it a request that lands on
+/// a pooled connection whose path died (no FIN, no RST) would wait forever; kube sets none.
+pub const READ_TIMEOUT: Duration =
+    Duration::from_secs(super::watch::WATCH_TIMEOUT_SECS as u64 + 15);
+
+/// A client from `--kubeconfig` or the environment (in-cluster, then `~/.kube/config`), with
+/// [`READ_TIMEOUT`] counted from each request (not from when its pooled connection went idle).
 pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
-    match kubeconfig {
+    let mut cfg = match kubeconfig {
         Some(p) => {
             let kc = kube::config::Kubeconfig::read_from(p)
                 .with_context(|| format!("reading kubeconfig {}", p.display()))?;
-            let cfg = kube::Config::from_custom_kubeconfig(
-                kc,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await?;
-            Ok(Client::try_from(cfg)?)
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
         }
-        None => Ok(Client::try_default().await?),
-    }
+        None => kube::Config::infer().await?,
+    };
+    cfg.read_timeout = Some(READ_TIMEOUT);
+    cfg.reset_reader_on_write = true;
+    Ok(Client::try_from(cfg)?)
 }
 
 /// Watch the ConfigMap `ns/name` and send every observation, mapped by `wrap`, until the
@@ -74,40 +79,33 @@ pub async fn watch_configmap<T>(
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client, &ns);
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
     let mut seen_in_init = false;
-    while let Some(ev) = stream.next().await {
+    super::watch::forward(api, cfg, "ConfigMap", tx, move |ev| {
         let input = match ev {
-            Ok(WEvent::Init) => {
+            WEvent::Init => {
                 seen_in_init = false;
-                continue;
+                return None;
             }
-            Ok(WEvent::InitApply(cm) | WEvent::Apply(cm)) => {
+            WEvent::InitApply(cm) | WEvent::Apply(cm) => {
                 seen_in_init = true;
-                let payload = config_payload(&cm);
                 ConfigInput {
-                    payload: Some(Payload::Legacy(payload)),
+                    payload: Some(Payload::Legacy(config_payload(&cm))),
                     reference: Some(reference(&cm)),
                 }
             }
-            Ok(WEvent::InitDone) if !seen_in_init => ConfigInput {
+            WEvent::InitDone if !seen_in_init => ConfigInput {
                 payload: None,
                 reference: None,
             },
-            Ok(WEvent::InitDone) => continue,
-            Ok(WEvent::Delete(cm)) => ConfigInput {
+            WEvent::InitDone => return None,
+            WEvent::Delete(cm) => ConfigInput {
                 payload: None,
                 reference: Some(reference(&cm)),
             },
-            Err(e) => {
-                warn!(error = %e, "ConfigMap watch failed; retrying");
-                continue;
-            }
         };
-        if tx.send(wrap(input)).await.is_err() {
-            return;
-        }
-    }
+        Some(wrap(input))
+    })
+    .await;
 }
 
 /// Watch a mounted config file. Kubelet swaps the ConfigMap volume's `..data` symlink

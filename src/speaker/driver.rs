@@ -8,11 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event as WEvent};
 use kube::{Client, Resource as _};
 use prometheus::Registry;
@@ -467,8 +465,9 @@ async fn slices_allowed(client: &Client) -> bool {
     }
 }
 
-/// Forward a watcher's stream, mapping objects with `f` (`None` for deletes).
-async fn forward<K, F>(
+/// Watch one kind of the world: a relist is bracketed by `Relist`/`RelistDone`, objects are
+/// mapped with `f` (`false`: deleted).
+async fn watch_kind<K, F>(
     api: Api<K>,
     cfg: watcher::Config,
     kind: Kind_,
@@ -479,29 +478,19 @@ async fn forward<K, F>(
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
     F: Fn(&K, bool) -> Option<Input>,
 {
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
-    while let Some(ev) = stream.next().await {
-        let input = match ev {
-            Ok(WEvent::Init) => Some(Input::Relist(kind)),
-            Ok(WEvent::InitDone) => Some(Input::RelistDone(kind)),
-            Ok(WEvent::InitApply(o) | WEvent::Apply(o)) => f(&o, true),
-            Ok(WEvent::Delete(o)) => f(&o, false),
-            Err(e) => {
-                warn!(error = %e, kind = ?kind, "Watch failed; retrying");
-                None
-            }
-        };
-        if let Some(input) = input
-            && tx.send(input).await.is_err()
-        {
-            return;
-        }
-    }
+    let what = format!("{kind:?}");
+    crate::k8s::watch::forward(api, cfg, &what, tx, |ev| match ev {
+        WEvent::Init => Some(Input::Relist(kind)),
+        WEvent::InitDone => Some(Input::RelistDone(kind)),
+        WEvent::InitApply(o) | WEvent::Apply(o) => f(&o, true),
+        WEvent::Delete(o) => f(&o, false),
+    })
+    .await;
 }
 
 async fn watch_services(client: Client, lb_class: String, tx: mpsc::Sender<Input>) {
     let api: Api<LeanService> = Api::all(client);
-    forward(
+    watch_kind(
         api,
         watcher::Config::default().page_size(500),
         Kind_::Services,
@@ -520,7 +509,7 @@ async fn watch_services(client: Client, lb_class: String, tx: mpsc::Sender<Input
 
 async fn watch_slices(client: Client, tx: mpsc::Sender<Input>) {
     let api: Api<LeanSlice> = Api::all(client);
-    forward(
+    watch_kind(
         api,
         watcher::Config::default().page_size(500),
         Kind_::Slices,
@@ -540,7 +529,7 @@ async fn watch_slices(client: Client, tx: mpsc::Sender<Input>) {
 
 async fn watch_endpoints(client: Client, tx: mpsc::Sender<Input>) {
     let api: Api<LeanEndpoints> = Api::all(client);
-    forward(
+    watch_kind(
         api,
         watcher::Config::default().page_size(500),
         Kind_::Endpoints,
@@ -562,7 +551,7 @@ async fn watch_endpoints(client: Client, tx: mpsc::Sender<Input>) {
 
 async fn watch_nodes(client: Client, me: String, tx: mpsc::Sender<Input>) {
     let api: Api<Node> = Api::all(client);
-    forward(
+    watch_kind(
         api,
         watcher::Config::default(),
         Kind_::Nodes,
@@ -672,47 +661,36 @@ fn template_selector(labels: &BTreeMap<String, String>) -> String {
 async fn watch_pods(client: Client, ns: String, labels: String, tx: mpsc::Sender<Input>) {
     let api: Api<Pod> = Api::namespaced(client, &ns);
     let cfg = watcher::Config::default().labels(&labels);
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
     let mut pods: BTreeMap<String, world::SpeakerPod> = BTreeMap::new();
     let mut next: Option<BTreeMap<String, world::SpeakerPod>> = None;
-    while let Some(ev) = stream.next().await {
+    crate::k8s::watch::forward(api, cfg, "Pods", tx, move |ev| {
         let changed = match ev {
-            Ok(WEvent::Init) => {
+            WEvent::Init => {
                 next = Some(BTreeMap::new());
                 false
             }
-            Ok(WEvent::InitApply(p)) => {
+            WEvent::InitApply(p) => {
                 if let (Some(n), Some(sp)) = (next.as_mut(), world::speaker_pod(&p)) {
                     n.insert(pod_key(&p), sp);
                 }
                 false
             }
-            Ok(WEvent::InitDone) => {
+            WEvent::InitDone => {
                 pods = next.take().unwrap_or_default();
                 true
             }
-            Ok(WEvent::Apply(p)) => {
+            WEvent::Apply(p) => {
                 match world::speaker_pod(&p) {
                     Some(sp) => pods.insert(pod_key(&p), sp),
                     None => pods.remove(&pod_key(&p)),
                 };
                 true
             }
-            Ok(WEvent::Delete(p)) => pods.remove(&pod_key(&p)).is_some(),
-            Err(e) => {
-                warn!(error = %e, "Pods watch failed; retrying");
-                false
-            }
+            WEvent::Delete(p) => pods.remove(&pod_key(&p)).is_some(),
         };
-        if changed
-            && tx
-                .send(Input::Pods(Some(Some(pods.clone()))))
-                .await
-                .is_err()
-        {
-            return;
-        }
-    }
+        changed.then(|| Input::Pods(Some(Some(pods.clone()))))
+    })
+    .await;
 }
 
 /// Poll the speaker Pods (MetalLB's RBAC grants `list` only). The period comes from `period`

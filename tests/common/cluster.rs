@@ -229,6 +229,22 @@ impl Cluster {
     /// Create ServiceAccount `ns/name` if missing, mint a token for it (TokenRequest, 24 h) and
     /// write a kubeconfig for it into the cluster dir. Returns that file, for binaries under
     /// test (`--kubeconfig` / `KUBECONFIG`).
+    /// A fresh namespace with MetalLB's RBAC of `rbac` installed, and a kubeconfig of its
+    /// `controller` ServiceAccount: where one controller under test runs.
+    pub(crate) async fn controller_namespace(
+        &self,
+        admin: &Client,
+        prefix: &str,
+        rbac: MetallbRbac,
+    ) -> Result<(String, PathBuf)> {
+        let ns = self.fresh_namespace(admin, prefix).await?;
+        self.install_metallb_rbac(admin, rbac, &ns).await?;
+        let kubeconfig = self
+            .service_account_kubeconfig(admin, &ns, "controller")
+            .await?;
+        Ok((ns, kubeconfig))
+    }
+
     pub(crate) async fn service_account_kubeconfig(
         &self,
         admin: &Client,
