@@ -109,6 +109,11 @@ fn yaml_error(e: &serde_saphyr::Error) -> ConfigError {
     ConfigError::doc(ErrorKind::Yaml(msg), pos)
 }
 
+/// Parse a bare `config` payload (the value of `data.config`).
+pub fn parse_payload(text: &str) -> Result<Config> {
+    from_raw(&decode_raw(text)?)
+}
+
 /// Strictly decode a bare payload into the raw model.
 pub fn decode_raw(text: &str) -> Result<RawConfig> {
     if text.trim().is_empty() {
@@ -341,7 +346,7 @@ pub fn load(text: &str) -> Result<Loaded> {
 /// Parse a payload that sits inside another YAML document; when it is a literal block
 /// scalar (`config: |`), shift error positions so they point into the outer file.
 fn parse_embedded(payload: &str, at: Option<&SStr>, outer: &str) -> Result<Config> {
-    super::parse::parse_payload(payload).map_err(|e| {
+    parse_payload(payload).map_err(|e| {
         // serde-saphyr places a block scalar at its first content character.
         let Some(p) = at.and_then(pos_of) else {
             return e;

@@ -27,8 +27,8 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 pub use error::{ConfigError, ErrorKind, Object, Pos, Result};
+pub use input::parse_payload;
 pub use input::{InputForm, Loaded, load};
-pub use parse::parse_payload;
 pub use selector::{NodeSelector, Operator, Requirement};
 
 /// Default BGP hold time (MetalLB: 90s).
@@ -331,11 +331,11 @@ mod tests {
 
     #[test]
     fn semantic_hash_ignores_order_defaults_and_aliases() {
-        let a = parse::parse_payload(
+        let a = input::parse_payload(
             "peers:\n- {my-asn: 1, peer-asn: 2, peer-address: 192.0.2.1}\n- {my-asn: 1, peer-asn: 2, peer-address: 192.0.2.2, peer-port: 179}\naddress-pools:\n- {name: x, protocol: bgp, addresses: [192.0.2.0/28]}\n- {name: y, protocol: layer2, auto-assign: true, addresses: [198.51.100.0/28]}\n",
         )
         .unwrap();
-        let b = parse::parse_payload(
+        let b = input::parse_payload(
             "peers:\n- {my-asn: 1, peer-asn: 2, peer-address: 192.0.2.2}\n- {my-asn: 1, peer-asn: 2, peer-address: 192.0.2.1}\naddress-pools:\n- {name: y, protocol: layer2, addresses: [198.51.100.0/28]}\n- {name: x, protocol: bgp, addresses: [192.0.2.0/28], bgp-advertisements: [{aggregation-length: 32}]}\n",
         )
         .unwrap();

@@ -30,12 +30,6 @@ pub(crate) fn pos_of<T>(s: &Spanned<T>) -> Option<Pos> {
     })
 }
 
-/// Parse a bare `config` payload (the value of `data.config`).
-pub fn parse_payload(text: &str) -> Result<Config> {
-    let raw = super::input::decode_raw(text)?;
-    from_raw(&raw)
-}
-
 /// Build the typed config from the raw document.
 pub fn from_raw(raw: &RawConfig) -> Result<Config> {
     let bfd_profiles = parse_bfd_profiles(raw.bfd_profiles.as_deref().unwrap_or_default())?;
