@@ -235,11 +235,15 @@ impl App {
     fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         let text = |status: StatusCode, body: &'static str| (status, "text/plain", body.into());
         let (status, ctype, body): (StatusCode, &str, Bytes) = match req.uri().path() {
-            "/metrics" => (
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                crate::metrics::render(&self.registry).into(),
-            ),
+            "/metrics" => {
+                let body = crate::metrics::render(&self.registry);
+                if body.len() >= 1 << 20 {
+                    // Thousands of series (one per announced Service) were built as protobuf
+                    // families, then text: megabytes glibc would keep after the scrape.
+                    crate::sys::release_free_memory_soon();
+                }
+                (StatusCode::OK, "text/plain; version=0.0.4", body.into())
+            }
             "/healthz" | "/livez" if self.liveness.is_alive(Instant::now()) => {
                 text(StatusCode::OK, "ok\n")
             }

@@ -21,8 +21,10 @@
 //!   live candidate" and "what does this node announce".
 //! - [`liveness`] (pure) and [`gossip`] (its UDP driver) say which speakers are alive, within
 //!   ~0.6 s of a crash and at once on a planned stop.
-//! - The driver (private) owns all state in one task and pushes the owned IP set to the
-//!   announcer; withdrawals take effect before the call returns.
+//! - Three private modules run it: `driver` (flags and wiring: clients, RBAC probes, tasks,
+//!   signals), `watches` (the Kubernetes watches and polls, each feeding one input channel) and
+//!   `state` (the decision loop: one task owns all state and pushes the owned IP set to the
+//!   announcer; withdrawals take effect before the call returns).
 //!
 //! # Who announces
 //!
@@ -85,6 +87,8 @@
 mod driver;
 pub mod gossip;
 pub mod liveness;
+mod state;
+mod watches;
 pub mod world;
 
 pub use driver::Args;
