@@ -135,8 +135,11 @@ impl World {
         nodes.len()
     }
 
-    /// Ready speaker Pods that are not ours: a different image than this speaker's own Pod
-    /// and not alive in our gossip (`heard`). During a rolling image swap from
+    /// Ready speaker Pods that are not ours: a recognisably MetalLB Go speaker image
+    /// ([`is_go_speaker_image`]) other than this speaker's own, not alive in our gossip
+    /// (`heard`). Only such images: with gossip broken during an upgrade between two of our
+    /// versions, "another image, not heard" would have both versions yield to each other and
+    /// every speaker fall silent. During a rolling image swap from
     /// MetalLB's Go speakers these are the Go speakers, which elect among themselves over
     /// memberlist and cannot see us; while any is Ready, our speakers stay silent so one IP
     /// never has a Go owner and a Rust owner at once, in both directions (upgrade and
@@ -157,7 +160,11 @@ impl World {
         let mut out: Vec<String> = pods
             .values()
             .filter(|p| p.ready && p.node != me && !heard.contains(&p.node))
-            .filter(|p| p.image.as_deref().is_some_and(|i| i != own_image))
+            .filter(|p| {
+                p.image
+                    .as_deref()
+                    .is_some_and(|i| i != own_image && is_go_speaker_image(i))
+            })
             .map(|p| p.node.clone())
             .collect();
         out.sort();
@@ -364,6 +371,22 @@ pub fn check_announced(
     }
 }
 
+/// Whether a container image is MetalLB's Go speaker as its manifests, chart and packagers
+/// name it: `…/metallb/speaker[:tag][@digest]` (MetalLB's own, Charmed Kubernetes) or
+/// `…/metallb-speaker…` (bitnami). Our images (`metallb-rs/…`) are not, whatever their tag.
+pub fn is_go_speaker_image(image: &str) -> bool {
+    let path = image.split('@').next().unwrap_or_default();
+    let mut segs: Vec<&str> = path.split('/').collect();
+    if let Some(last) = segs.last_mut() {
+        *last = last.split(':').next().unwrap_or_default();
+    }
+    match segs.as_slice() {
+        [.., parent, "speaker"] => *parent == "metallb",
+        [.., last] => *last == "metallb-speaker",
+        [] => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,6 +500,45 @@ mod tests {
         assert!(w.foreign_speakers("a", &set(&["a", "b", "c"])).is_empty());
         // Our own Pod unknown: no basis to compare.
         assert!(w.foreign_speakers("z", &set(&[])).is_empty());
+    }
+
+    /// An upgrade between two of our versions while gossip is broken (nobody heard): neither
+    /// version yields to the other, so not every speaker falls silent.
+    #[test]
+    fn our_other_version_is_never_yielded_to() {
+        let mut w = world(&[("a", true), ("b", true)]);
+        if let Some(p) = w.pods.as_mut() {
+            for (k, sp) in p.iter_mut() {
+                sp.image = Some(if k.ends_with("-a") {
+                    "registry.example/metallb-rs/speaker:0.1.0".into()
+                } else {
+                    "registry.example/metallb-rs/speaker:0.2.0".into()
+                });
+            }
+        }
+        assert!(w.foreign_speakers("a", &set(&["a"])).is_empty());
+        assert!(w.foreign_speakers("b", &set(&["b"])).is_empty());
+    }
+
+    #[test]
+    fn go_speaker_images_are_recognised() {
+        for go in [
+            "metallb/speaker:v0.9.3",
+            "quay.io/metallb/speaker:v0.12.1",
+            "quay.io/metallb/speaker@sha256:0123",
+            "docker.io/bitnami/metallb-speaker:0.12.1-debian-10-r0",
+            "registry.example:5000/mirror/metallb/speaker:v0.11.0",
+        ] {
+            assert!(is_go_speaker_image(go), "{go}");
+        }
+        for ours in [
+            "metallb-rs/speaker:test",
+            "ghcr.io/example/metallb-rs/speaker:0.1.0",
+            "registry.example:5000/speaker:v1",
+            "",
+        ] {
+            assert!(!is_go_speaker_image(ours), "{ours}");
+        }
     }
 
     #[test]
