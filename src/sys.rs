@@ -685,20 +685,36 @@ pub fn tune_allocator() {
     }
 }
 
-/// [`release_free_memory`] two seconds from now, once however often it is asked for meanwhile
-/// (after a burst: the writers and Event tasks still hold its buffers for a moment). Needs a
-/// tokio runtime; without one it does nothing.
+/// [`release_free_memory`] once two seconds have passed without another call: after a burst
+/// (start-up, a relist, initial BGP tables, a large scrape), not in the middle of it, when the
+/// session writers and Event tasks still hold its buffers. One timer however often it is called.
+/// Needs a tokio runtime; without one it does nothing.
 pub fn release_free_memory_soon() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    const QUIET: Duration = Duration::from_secs(2);
     static PENDING: AtomicBool = AtomicBool::new(false);
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    /// Milliseconds since [`EPOCH`] of the latest call.
+    static LAST: AtomicU64 = AtomicU64::new(0);
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let now_ms = move || u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+    LAST.store(now_ms(), Ordering::Release);
     if PENDING.swap(true, Ordering::AcqRel) {
         return;
     }
-    rt.spawn(async {
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    rt.spawn(async move {
+        loop {
+            tokio::time::sleep(QUIET).await;
+            let quiet_for = now_ms().saturating_sub(LAST.load(Ordering::Acquire));
+            if u128::from(quiet_for) >= QUIET.as_millis() {
+                break;
+            }
+        }
         PENDING.store(false, Ordering::Release);
         release_free_memory();
     });
