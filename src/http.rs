@@ -155,6 +155,8 @@ impl Acceptor for TcpListener {
 #[derive(Clone)]
 struct App {
     registry: Registry,
+    /// The speaker's `metallb_speaker_announced`, written as text into the scrape.
+    announced: Option<crate::metrics::Announced>,
     ready: Arc<AtomicBool>,
     liveness: Liveness,
 }
@@ -165,12 +167,14 @@ struct App {
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
+    announced: Option<crate::metrics::Announced>,
     ready: Arc<AtomicBool>,
     liveness: Liveness,
 ) {
     register_process_collector(&registry);
     let app = App {
         registry,
+        announced,
         ready,
         liveness,
     };
@@ -236,7 +240,7 @@ impl App {
         let text = |status: StatusCode, body: &'static str| (status, "text/plain", body.into());
         let (status, ctype, body): (StatusCode, &str, Bytes) = match req.uri().path() {
             "/metrics" => {
-                let body = crate::metrics::render(&self.registry);
+                let body = crate::metrics::render_with(&self.registry, self.announced.as_ref());
                 if body.len() >= 1 << 20 {
                     // Thousands of series (one per announced Service) were built as protobuf
                     // families, then text: megabytes glibc would keep after the scrape.
@@ -278,6 +282,7 @@ mod tests {
         let hb = Arc::new(Heartbeat::new());
         let app = App {
             registry: registry.clone(),
+            announced: None,
             ready: Arc::new(AtomicBool::new(true)),
             liveness: Liveness::new(hb.clone(), bound),
         };

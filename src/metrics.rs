@@ -555,41 +555,45 @@ impl prometheus::core::Collector for Announced {
         vec![&self.desc]
     }
 
+    /// Nothing: the family is written as text by [`render_with`], straight from the label
+    /// values. Built as protobuf families (10,000 `Metric`s, four `LabelPair`s each) a scrape
+    /// cost megabytes that glibc kept afterwards.
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
-        let pair = |name: &str, value: &str| {
-            let mut p = LabelPair::default();
-            p.set_name(name.to_string());
-            p.set_value(value.to_string());
-            p
-        };
-        let metrics: Vec<Metric> = self
-            .lock()
-            .iter()
-            .map(|(service, protocol, node, ip)| {
-                let mut g = Gauge::default();
-                g.set_value(1.0);
-                let mut m = Metric::default();
-                // Sorted by label name, as the crate's vectors emit them.
-                m.set_label(vec![
-                    pair("ip", ip),
-                    pair("node", node),
-                    pair("protocol", protocol),
-                    pair("service", service),
-                ]);
-                m.set_gauge(g);
-                m
-            })
-            .collect();
-        if metrics.is_empty() {
-            return Vec::new();
+        Vec::new()
+    }
+}
+
+impl Announced {
+    /// The family in the text exposition format, byte for byte as `TextEncoder` writes an
+    /// `IntGaugeVec` (labels sorted by name; nothing when there is no series).
+    fn write_text(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let set = self.lock();
+        if set.is_empty() {
+            return;
         }
-        let mut mf = MetricFamily::default();
-        mf.set_name(self.desc.fq_name.clone());
-        mf.set_help(self.desc.help.clone());
-        mf.set_field_type(MetricType::GAUGE);
-        mf.set_metric(metrics);
-        vec![mf]
+        let name = &self.desc.fq_name;
+        let help = self.desc.help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let esc = |v: &str| {
+            v.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
+        // `gather` orders a family's series by their label values, labels sorted by name.
+        let mut rows: Vec<_> = set.iter().collect();
+        rows.sort_by(|a, b| (&a.3, &a.2, a.1, &a.0).cmp(&(&b.3, &b.2, b.1, &b.0)));
+        for (service, protocol, node, ip) in rows {
+            let _ = writeln!(
+                out,
+                "{name}{{ip=\"{}\",node=\"{}\",protocol=\"{}\",service=\"{}\"}} 1",
+                esc(ip),
+                esc(node),
+                esc(protocol),
+                esc(service)
+            );
+        }
     }
 }
 
@@ -700,8 +704,26 @@ impl AllocatorMetrics {
 
 /// Render a registry in the Prometheus text format.
 pub fn render(reg: &Registry) -> String {
+    render_with(reg, None)
+}
+
+/// [`render`], with the speaker's `metallb_speaker_announced` family written in its place
+/// (families are sorted by name, as `gather` sorts them).
+pub fn render_with(reg: &Registry, announced: Option<&Announced>) -> String {
+    let families = reg.gather();
     let mut buf = Vec::new();
-    let _ = TextEncoder::new().encode(&reg.gather(), &mut buf);
+    let enc = TextEncoder::new();
+    match announced {
+        None => {
+            let _ = enc.encode(&families, &mut buf);
+        }
+        Some(a) => {
+            let at = families.partition_point(|f| f.name() < a.desc.fq_name.as_str());
+            let _ = enc.encode(&families[..at], &mut buf);
+            a.write_text(&mut buf);
+            let _ = enc.encode(&families[at..], &mut buf);
+        }
+    }
     String::from_utf8(buf).unwrap_or_default()
 }
 
@@ -769,24 +791,29 @@ mod tests {
                 .map(str::to_string)
                 .collect()
         };
-        assert!(only(render(&ours_reg)).is_empty());
+        let render_ours = |reg: &Registry| render_with(reg, Some(&ours));
+        assert!(only(render_ours(&ours_reg)).is_empty());
         for (s, p, n, ip) in series {
             vec.with_label_values(&[s, p, n, ip]).set(1);
             ours.set(s, p, n, ip);
         }
         ours.set("ns/a", "layer2", "n1", "203.0.113.1");
         assert_eq!(ours.len(), 3);
-        assert_eq!(only(render(&ours_reg)), only(render(&vec_reg)));
-        assert_eq!(only(render(&ours_reg)).len(), 5, "HELP, TYPE and 3 series");
+        assert_eq!(only(render_ours(&ours_reg)), only(render(&vec_reg)));
+        assert_eq!(
+            only(render_ours(&ours_reg)).len(),
+            5,
+            "HELP, TYPE and 3 series"
+        );
         assert!(ours.remove("ns/b", "bgp", "n1", "198.51.100.7"));
         assert!(!ours.remove("ns/b", "bgp", "n1", "198.51.100.7"));
         vec.remove_label_values(&["ns/b", "bgp", "n1", "198.51.100.7"])
             .unwrap();
-        assert_eq!(only(render(&ours_reg)), only(render(&vec_reg)));
+        assert_eq!(only(render_ours(&ours_reg)), only(render(&vec_reg)));
         for (s, p, n, ip) in &series[1..] {
             ours.remove(s, p, n, ip);
         }
-        assert!(ours.is_empty() && only(render(&ours_reg)).is_empty());
+        assert!(ours.is_empty() && only(render_ours(&ours_reg)).is_empty());
     }
 
     /// Every name MetalLB's speaker exposes in layer 2 mode (spec §9), byte for byte.
@@ -802,7 +829,7 @@ mod tests {
         ] {
             c.with_label_values(&["203.0.113.1"]).inc();
         }
-        let text = render(&reg);
+        let text = render_with(&reg, Some(&s.announced));
         for line in [
             "metallb_speaker_announced{ip=\"203.0.113.1\",node=\"node-a\",protocol=\"layer2\",service=\"ns/svc\"} 1",
             "metallb_layer2_requests_received{ip=\"203.0.113.1\"} 1",

@@ -169,6 +169,7 @@ impl Args {
         tokio::spawn(crate::http::serve(
             listener,
             registry.clone(),
+            None,
             ready.clone(),
             liveness,
         ));

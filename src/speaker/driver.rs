@@ -191,6 +191,7 @@ impl Args {
         tokio::spawn(crate::http::serve(
             listener,
             registry.clone(),
+            Some(metrics.announced.clone()),
             ready.clone(),
             crate::http::Liveness::new(
                 crate::http::decision_loop().clone(),
