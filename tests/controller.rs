@@ -695,21 +695,10 @@ async fn convergence_rows_and_config_lifecycle() -> Result<()> {
     // The controller has processed the Service without a config (its decision is made; the
     // whole log line, which names the Service after the message)...
     let key = format!("{}/x", env.ns);
-    let t = Instant::now();
-    loop {
-        let log = std::fs::read_to_string(&ctl.log)?;
-        if log
-            .lines()
-            .any(|l| l.contains("still waiting for config") && l.contains(&key))
-        {
-            break;
-        }
-        assert!(
-            t.elapsed() < WAIT,
-            "no no-config decision for {key} within {WAIT:?}:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_log_line(&ctl, &format!("a no-config decision for {key}"), |l| {
+        l.contains("still waiting for config") && l.contains(&key)
+    })
+    .await?;
     // ...and allocated nothing.
     assert!(env.ips("x").await?.is_empty(), "allocated without a config");
     env.set_config(POOL_A).await?;
@@ -1376,14 +1365,19 @@ async fn dual_stack_order_and_leading_zero_ipv4_as_upstream() -> Result<()> {
 
 /// Wait until the controller's log contains `needle`.
 async fn wait_log(ctl: &Controller, needle: &str) -> Result<()> {
+    wait_log_line(ctl, &format!("{needle:?}"), |l| l.contains(needle)).await
+}
+
+/// Wait until a line of the controller's log satisfies `ok` (`what` names it in the error).
+async fn wait_log_line(ctl: &Controller, what: &str, ok: impl Fn(&str) -> bool) -> Result<()> {
     let t = Instant::now();
     loop {
         let log = std::fs::read_to_string(&ctl.log)?;
-        if log.contains(needle) {
+        if log.lines().any(&ok) {
             return Ok(());
         }
         if t.elapsed() > WAIT {
-            bail!("no {needle:?} in the log within {WAIT:?}:\n{log}");
+            bail!("no {what} in the log within {WAIT:?}:\n{log}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -33,6 +33,7 @@ const CONFIG: &str =
 /// the watch would wait 295 s, and a renewal on a dead connection forever.
 const CONVERGE: Duration = Duration::from_secs(200);
 
+#[derive(Clone)]
 struct Env {
     admin: Client,
     ns: String,
@@ -211,12 +212,7 @@ async fn etcd_paused_for_20_seconds_moves_no_ip() -> Result<()> {
     };
     signal("-STOP")?;
     // Created while etcd is stopped: the create itself waits (or times out and is repeated).
-    let admin_env = Env {
-        admin: env.admin.clone(),
-        ns: env.ns.clone(),
-        class: env.class.clone(),
-        kubeconfig: env.kubeconfig.clone(),
-    };
+    let admin_env = env.clone();
     let create = tokio::spawn(async move { admin_env.create("during").await });
     tokio::time::sleep(Duration::from_secs(20)).await;
     signal("-CONT")?;
