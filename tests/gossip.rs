@@ -271,7 +271,7 @@ async fn restarted_speaker_is_alive_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn view_is_published_only_on_change() {
-    let mut nodes = cluster(&["a", "b"], None).await;
+    let mut nodes = cluster(&["a", "b"], Some("s")).await;
     for n in &mut nodes {
         wait_for(&mut n.view, EVENTUALLY, "both alive", |v| {
             v.alive.len() == 2
@@ -294,13 +294,10 @@ async fn view_is_published_only_on_change() {
     // reaching it (a speaker answers whoever authenticated to it), so b keeps a alive.
     nodes[0].gossip.set_peers(BTreeSet::new());
     timeout(EVENTUALLY, view.changed()).await.unwrap().unwrap();
-    assert_eq!(
-        *view.borrow(),
-        LiveView {
-            alive: names(&["a", "b"]),
-            peers_known: 0
-        }
-    );
+    {
+        let v = view.borrow();
+        assert_eq!((&v.alive, v.peers_known), (&names(&["a", "b"]), 0));
+    }
     tokio::time::sleep(DEAD_AFTER * 3).await;
     assert_eq!(nodes[1].view.borrow().alive, names(&["a", "b"]));
     // b goes away: a, which no longer lists it, expires it all the same.
@@ -425,4 +422,65 @@ async fn rejected_datagrams_are_counted_by_reason() {
         "{text}"
     );
     g.abort().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_speaker_with_another_secret_learns_that_it_is_not_heard() {
+    use metallb_rs::speaker::gossip::Local;
+    let mut nodes = cluster(&["b", "c"], Some("right")).await;
+    let (odd, mut odd_view) = Gossip::start(cfg("a", lo(4), 0, Some("rotated")))
+        .await
+        .unwrap();
+    let mut all: BTreeSet<SocketAddr> = nodes.iter().map(|n| n.gossip.local_addr()).collect();
+    all.insert(odd.local_addr());
+    let listed = names(&["a", "b", "c"]);
+    for n in &nodes {
+        n.gossip.set_peers(all.clone());
+    }
+    odd.set_peers(all.clone());
+    odd.set_local(Local {
+        expected: listed.clone(),
+        trusts_gossip: false,
+    });
+    // Before b and c say they elect from their gossip, "a" is told nothing.
+    for n in &mut nodes {
+        n.gossip.set_local(Local {
+            expected: listed.clone(),
+            trusts_gossip: false,
+        });
+        wait_for(&mut n.view, EVENTUALLY, "b, c alive", |v| {
+            v.alive == names(&["b", "c"])
+        })
+        .await;
+    }
+    // b's report of c (and c's of b): heard, "a" not.
+    wait_for(&mut nodes[0].view, EVENTUALLY, "c's report at b", |v| {
+        v.reports
+            .get("c")
+            .is_some_and(|r| r.hears.hears("b") == Some(true) && r.hears.hears("a") == Some(false))
+    })
+    .await;
+    assert!(odd.rejected() > 0, "the other secret's heartbeats arrive");
+    assert!(odd_view.borrow_and_update().unheard_by.is_empty());
+    for n in &nodes {
+        n.gossip.set_local(Local {
+            expected: listed.clone(),
+            trusts_gossip: true,
+        });
+    }
+    wait_for(
+        &mut odd_view,
+        EVENTUALLY,
+        "a learns b and c do not hear it",
+        |v| v.unheard_by == names(&["b", "c"]) && v.alive == names(&["a"]),
+    )
+    .await;
+    // Once they stop saying so (here: they stop), it forgets within dead_after.
+    for n in nodes {
+        n.gossip.abort().await;
+    }
+    wait_for(&mut odd_view, EVENTUALLY, "claims expire", |v| {
+        v.unheard_by.is_empty()
+    })
+    .await;
 }

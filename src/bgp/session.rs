@@ -1,5 +1,5 @@
 //! The I/O side of BGP: one tokio task per peer owning its TCP connection, driving the pure
-//! [`fsm`](super::fsm) and [`advertise`](super::advertise) cores, and [`Sessions`], the set of
+//! [`fsm`] and [`advertise`] cores, and [`Sessions`], the set of
 //! those tasks the speaker keeps in line with its config, its Node's labels and its routes.
 //!
 //! ```text

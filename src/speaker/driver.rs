@@ -206,22 +206,24 @@ impl Args {
 
         let (tx, rx) = mpsc::channel(1024);
         let labels = self.ml_labels.clone().filter(|s| !s.is_empty());
+        let secret = self.ml_secret_key.clone().filter(|s| !s.is_empty());
         let gossip = match (
             self.ml_bindaddr.as_deref().filter(|s| !s.is_empty()),
             &labels,
+            secret,
         ) {
-            (Some(addr), Some(_)) => {
+            (Some(_), Some(_), None) => {
+                warn!("{}", super::liveness::NO_SECRET_WARNING);
+                None
+            }
+            (Some(addr), Some(_), Some(secret)) => {
                 let ip: IpAddr = addr
                     .parse()
                     .with_context(|| format!("--ml-bindaddr {addr:?} is not an IP"))?;
-                let secret = self.ml_secret_key.clone().filter(|s| !s.is_empty());
-                if secret.is_none() {
-                    warn!("no ml-secret-key set, liveness gossip will not be authenticated");
-                }
                 let (g, mut view) = Gossip::start(GossipConfig {
                     node_name: me.clone(),
                     bind: SocketAddr::new(ip, self.ml_bindport),
-                    secret,
+                    secret: Some(secret),
                     interval: Duration::from_millis(self.ml_interval_ms.max(10)),
                     dead_after: Duration::from_millis(self.ml_dead_after_ms.max(50)),
                     rejected_metric: Some(metrics.gossip_rejected.clone()),
@@ -365,6 +367,7 @@ impl Args {
             owned: BTreeMap::new(),
             last_live: BTreeSet::new(),
             mode: Mode::Normal,
+            unheard: false,
             normal_poll,
             heard_ever: BTreeSet::new(),
             yield_to_go: self.yield_to_go_speakers,

@@ -31,7 +31,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
-use super::liveness::{Change, MAX_DATAGRAM, Membership, Params, RejectReason};
+use std::collections::BTreeMap;
+
+use super::liveness::{Change, MAX_DATAGRAM, Membership, Params, RejectReason, Report};
 
 /// Copies of the `LEAVING` heartbeat sent by [`Gossip::leave`].
 const LEAVE_COPIES: usize = 3;
@@ -46,7 +48,7 @@ pub struct GossipConfig {
     /// Address to bind and to be reached on (`ml-bindaddr:ml-bindport`); port 0 picks one.
     pub bind: SocketAddr,
     /// The memberlist secret (`METALLB_ML_SECRET_KEY`); `None` or empty: unauthenticated (the
-    /// caller logs that, e.g. with [`super::liveness::NO_SECRET_WARNING`]).
+    /// driver does not start the gossip without one, [`super::liveness::NO_SECRET_WARNING`]).
     pub secret: Option<String>,
     /// Heartbeat period.
     pub interval: Duration,
@@ -97,12 +99,27 @@ pub struct LiveView {
     pub alive: BTreeSet<String>,
     /// Number of peer addresses heartbeats go to, this speaker's own address excluded.
     pub peers_known: usize,
+    /// What each alive peer says it hears ([`super::liveness::heard_by_majority`]).
+    pub reports: BTreeMap<String, Report>,
+    /// Listed speakers that elect from their gossip and say they do not hear this one
+    /// ([`Membership::unheard_by`]).
+    pub unheard_by: BTreeSet<String>,
+}
+
+/// What this speaker tells its peers besides its liveness.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Local {
+    /// Speakers Kubernetes lists (node names).
+    pub expected: BTreeSet<String>,
+    /// This speaker elects from its gossip view.
+    pub trusts_gossip: bool,
 }
 
 /// Handle on the running liveness task.
 #[derive(Debug)]
 pub struct Gossip {
     peers: watch::Sender<BTreeSet<SocketAddr>>,
+    local_state: watch::Sender<Local>,
     leave: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     rejected: Arc<AtomicU64>,
@@ -141,9 +158,12 @@ impl Gossip {
         let view = LiveView {
             alive: membership.alive(),
             peers_known: 0,
+            reports: BTreeMap::new(),
+            unheard_by: BTreeSet::new(),
         };
         let (view_tx, view_rx) = watch::channel(view);
         let (peers_tx, peers_rx) = watch::channel(BTreeSet::new());
+        let (local_tx, local_rx) = watch::channel(Local::default());
         let (leave_tx, leave_rx) = oneshot::channel();
         let rejected = Arc::new(AtomicU64::new(0));
         let driver = Driver {
@@ -152,6 +172,7 @@ impl Gossip {
             membership,
             view: view_tx,
             peers: peers_rx,
+            local_state: local_rx,
             rejected: rejected.clone(),
             rejected_metric,
             warned: BTreeSet::new(),
@@ -160,6 +181,7 @@ impl Gossip {
         Ok((
             Gossip {
                 peers: peers_tx,
+                local_state: local_tx,
                 leave: Some(leave_tx),
                 task: Some(task),
                 rejected,
@@ -173,6 +195,16 @@ impl Gossip {
     /// be included; it is ignored.
     pub fn set_peers(&self, peers: BTreeSet<SocketAddr>) {
         self.peers.send_replace(peers);
+    }
+
+    /// Sets what the heartbeats say besides liveness: the listed speakers and whether this
+    /// one elects from its gossip view.
+    pub fn set_local(&self, local: Local) {
+        self.local_state.send_if_modified(|cur| {
+            let changed = *cur != local;
+            *cur = local;
+            changed
+        });
     }
 
     /// Number of datagrams rejected so far (malformed, unauthenticated, replayed, …).
@@ -245,6 +277,7 @@ struct Driver {
     membership: Membership,
     view: watch::Sender<LiveView>,
     peers: watch::Receiver<BTreeSet<SocketAddr>>,
+    local_state: watch::Receiver<Local>,
     rejected: Arc<AtomicU64>,
     rejected_metric: Option<prometheus::IntCounterVec>,
     /// Reject reasons already logged at warn level (later ones go to debug).
@@ -261,6 +294,7 @@ impl Driver {
         // One byte more than the largest valid datagram, so oversized ones show as too long.
         let mut buf = [0u8; MAX_DATAGRAM + 1];
         let mut peers_open = true;
+        let mut local_open = true;
         loop {
             tokio::select! {
                 res = self.socket.recv_from(&mut buf) => match res {
@@ -290,6 +324,15 @@ impl Driver {
                         self.publish();
                     }
                 }
+                res = self.local_state.changed(), if local_open => {
+                    if res.is_err() {
+                        local_open = false;
+                        continue;
+                    }
+                    let Local { expected, trusts_gossip } = self.local_state.borrow_and_update().clone();
+                    self.membership.set_local(expected, trusts_gossip);
+                    self.apply([]);
+                }
                 _ = &mut leave => break,
             }
         }
@@ -312,10 +355,13 @@ impl Driver {
     }
 
     fn on_datagram(&mut self, bytes: &[u8], src: SocketAddr) {
-        match self
+        let result = self
             .membership
-            .on_datagram(Instant::now().into_std(), bytes, src)
-        {
+            .on_datagram(Instant::now().into_std(), bytes, src);
+        if result.is_err() && self.membership.take_report_change() {
+            self.publish();
+        }
+        match result {
             Ok(change) => self.apply(change),
             // Our own heartbeat echoed back (own address in the peer list on a wildcard bind).
             Err(RejectReason::Loopback) => {}
@@ -334,7 +380,7 @@ impl Driver {
     }
 
     fn apply(&mut self, changes: impl IntoIterator<Item = Change>) {
-        let mut any = false;
+        let mut any = self.membership.take_report_change();
         for change in changes {
             any = true;
             match change {
@@ -353,6 +399,8 @@ impl Driver {
         let view = LiveView {
             alive: self.membership.alive(),
             peers_known: self.membership.peers().len(),
+            reports: self.membership.reports(),
+            unheard_by: self.membership.unheard_by(),
         };
         self.view.send_if_modified(|cur| {
             if *cur == view {

@@ -48,7 +48,20 @@
 //!   each other dead, which can give an IP two owners (MetalLB has the same failure mode with
 //!   split memberlist views, issue #740). Partitions are what [`fenced`] handles.
 //!
-//! # Wire format (version 1, all integers big-endian)
+//! # Who hears whom
+//!
+//! Each heartbeat also says whom its sender hears and whether it elects from its gossip view
+//! (it hears enough speakers to trust it, [`super::world::Mode::Normal`]). Views differ
+//! when a path is one-way, when a speaker runs with another secret, or when the peers refuse a
+//! speaker's heartbeats as from an older incarnation (its clock went back across a reboot);
+//! an election over differing views gives an IP two owners. With the reports every speaker
+//! elects from the speakers that a majority hears ([`heard_by_majority`]), and one that
+//! cannot authenticate anybody but receives reports saying it is not heard stays out of its
+//! own election ([`Membership::unheard_by`]). The report is the sender's alive set as the
+//! shorter of two lists of [`name_id`]s: the known speakers it does *not* hear (usually
+//! none), or the ones it does.
+//!
+//! # Wire format (version 2, all integers big-endian)
 //!
 //! ```text
 //!  0               4       5       6       7       8
@@ -61,13 +74,18 @@
 //!  +-----------------------------------------------+
 //!  |  node name (namelen bytes, UTF-8, 1..=253)    |
 //!  +-----------------------------------------------+
+//!  |  count (u16, <= 234), then count x node id (u32) |
+//!  +-----------------------------------------------+
 //!  |  tag: HMAC-SHA256(key, all bytes above)[..16] |  present iff flags & AUTH
 //!  +-----------------------------------------------+
-//! flags: 0x01 LEAVING, 0x02 AUTH; other bits must be zero.
+//! flags: 0x01 LEAVING, 0x02 AUTH, 0x04 TRUSTS (elects from its gossip),
+//!        0x08 ONLY (the ids are whom it hears; otherwise whom it does not hear),
+//!        0x10 UNKNOWN (no list; count is 0); other bits must be zero.
 //! ```
 //!
-//! A datagram is at most [`MAX_DATAGRAM`] bytes (24 + 253 + 16 = 293); its length must match the
-//! header exactly.
+//! A datagram is at most [`MAX_DATAGRAM`] bytes (1,231, one unfragmented IPv6 packet); its
+//! length must match the header exactly. Version 1 (the previous release: no count, no list,
+//! only LEAVING and AUTH) is still accepted, with an unknown report.
 //!
 //! # Authentication
 //!
@@ -78,11 +96,13 @@
 //! distinct from any other use of the same secret. Verification is constant-time and happens
 //! before any state is touched. The tag authenticates but does not encrypt: node names and
 //! counters are not secret. An empty secret counts as none. Without a secret heartbeats are
-//! plaintext (the speaker logs a warning such as [`NO_SECRET_WARNING`]), and a receiver whose configuration
-//! disagrees with the sender's (one has a secret, the other not) rejects the datagram so the
-//! mismatch shows up in the rejected-datagram counter instead of half-working. Without a secret
-//! anyone who can send UDP to the speakers can make a dead node look alive (as with MetalLB's
-//! unencrypted memberlist); source addresses are not checked, since pod IPs are not a credential.
+//! plaintext, and a receiver whose configuration disagrees with the sender's (one has a
+//! secret, the other not) rejects the datagram so the mismatch shows up in the
+//! rejected-datagram counter instead of half-working. Without a secret anyone who can send UDP
+//! to the speakers could make a dead node look alive or a live one leave, so the speaker does
+//! not run the gossip without one ([`NO_SECRET_WARNING`]); the protocol still supports it for
+//! tests, and then answers only the configured peers, never a datagram's claimed source.
+//! Source addresses are not checked otherwise, since pod IPs are not a credential.
 //!
 //! Every malformed, unauthenticated or replayed datagram is rejected with a [`RejectReason`];
 //! nothing in the decoding path panics.
@@ -101,23 +121,34 @@ use sha2::{Digest, Sha256};
 
 /// First four bytes of every heartbeat.
 pub const MAGIC: [u8; 4] = *b"MLRS";
-/// Wire format version produced and accepted.
-pub const VERSION: u8 = 1;
-/// Largest datagram produced or accepted, in bytes.
-pub const MAX_DATAGRAM: usize = HEADER_LEN + MAX_NAME_LEN + TAG_LEN;
+/// Wire format version produced (version 1, without the hearing report, is still accepted).
+pub const VERSION: u8 = 2;
+/// Largest datagram produced or accepted, in bytes (1,231): it fits one IPv6 packet on a
+/// link of the 1,280-byte minimum MTU, so heartbeats are never fragmented.
+pub const MAX_DATAGRAM: usize = HEADER_LEN + MAX_NAME_LEN + 2 + 4 * MAX_LIST + TAG_LEN;
+/// Most node ids in one hearing report.
+pub const MAX_LIST: usize = 234;
 /// Longest node name (a Kubernetes node name is a DNS subdomain, at most 253 bytes).
 pub const MAX_NAME_LEN: usize = 253;
-/// Warning for the driver to log when no secret is configured.
-pub const NO_SECRET_WARNING: &str =
-    "no ml-secret-key set, speaker liveness heartbeats will not be authenticated";
+/// What the speaker logs when it does not start the gossip for want of a secret.
+pub const NO_SECRET_WARNING: &str = "not starting fast dead node detection (gossip): no ml-secret-key (the memberlist Secret's secretkey) is set, and unauthenticated heartbeats would let anyone on the network mark speakers alive or dead; Kubernetes signals alone decide liveness";
 
 /// Flag bit: the sender is shutting down.
 const FLAG_LEAVING: u8 = 0x01;
 /// Flag bit: a truncated HMAC tag follows the name.
 const FLAG_AUTH: u8 = 0x02;
+/// Flag bit: the sender elects from its gossip view.
+const FLAG_TRUSTS: u8 = 0x04;
+/// Flag bit: the list names whom the sender hears (otherwise whom it does not).
+const FLAG_ONLY: u8 = 0x08;
+/// Flag bit: no list (the sender's report is unknown).
+const FLAG_UNKNOWN: u8 = 0x10;
 const HEADER_LEN: usize = 24;
 const TAG_LEN: usize = 16;
-const _: () = assert!(MAX_DATAGRAM <= 512, "heartbeats must stay small");
+const _: () = assert!(
+    MAX_DATAGRAM + 48 <= 1280,
+    "a heartbeat fits one IPv6 packet"
+);
 /// Domain-separation prefix of the key derivation.
 const KEY_DOMAIN: &[u8] = b"metallb-rs liveness v1\0";
 
@@ -265,6 +296,70 @@ impl RejectReason {
     }
 }
 
+/// Whom a speaker says it hears (its alive set), as carried by its heartbeats. Node names are
+/// sent as [`name_id`]s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hears {
+    /// Every speaker except these: the speakers the sender knows of (listed by Kubernetes or
+    /// heard before) and does not hear now. The usual, short form.
+    AllBut(BTreeSet<u32>),
+    /// Only these, the sender included (used when it is the shorter list).
+    Only(BTreeSet<u32>),
+    /// Not known: a version 1 heartbeat, or both lists longer than [`MAX_LIST`].
+    Unknown,
+}
+
+impl Hears {
+    /// The report of a speaker whose alive set is `alive` (itself included) out of `known`
+    /// speakers (names it knows of; may include `alive` ones): the shorter list, or
+    /// [`Hears::Unknown`] when neither fits a datagram.
+    pub fn of(alive: &BTreeSet<String>, known: &BTreeSet<String>) -> Self {
+        let not_heard: BTreeSet<u32> = known
+            .iter()
+            .filter(|n| !alive.contains(*n))
+            .map(|n| name_id(n))
+            .collect();
+        if not_heard.len() <= alive.len() && not_heard.len() <= MAX_LIST {
+            Self::AllBut(not_heard)
+        } else if alive.len() <= MAX_LIST {
+            Self::Only(alive.iter().map(|n| name_id(n)).collect())
+        } else {
+            Self::Unknown
+        }
+    }
+
+    /// Whether the sender hears `node`; `None` when the report is [`Hears::Unknown`].
+    pub fn hears(&self, node: &str) -> Option<bool> {
+        self.hears_id(name_id(node))
+    }
+
+    /// [`Hears::hears`] by [`name_id`].
+    pub fn hears_id(&self, id: u32) -> Option<bool> {
+        match self {
+            Self::AllBut(ids) => Some(!ids.contains(&id)),
+            Self::Only(ids) => Some(ids.contains(&id)),
+            Self::Unknown => None,
+        }
+    }
+}
+
+/// What a peer's last heartbeat said besides its liveness.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// Whom it hears.
+    pub hears: Hears,
+    /// It elects from its gossip view; otherwise from Kubernetes signals alone.
+    pub trusts_gossip: bool,
+}
+
+/// The 32-bit identifier a node name travels as in [`Hears`] lists: the first four bytes of
+/// `SHA-256(name)`. Two names of one cluster colliding (≈ N²/2³³) only makes the speakers
+/// count one of them as unheard whenever the other is, which errs towards announcing less.
+pub fn name_id(name: &str) -> u32 {
+    let d = Sha256::digest(name.as_bytes());
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+}
+
 /// One decoded heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Heartbeat {
@@ -276,6 +371,10 @@ pub struct Heartbeat {
     pub seq: u64,
     /// The sender is shutting down.
     pub leaving: bool,
+    /// The sender elects from its gossip view (it hears enough of the speakers to trust it).
+    pub trusts_gossip: bool,
+    /// Whom the sender hears.
+    pub hears: Hears,
 }
 
 /// Heartbeat encoder/decoder, optionally keyed.
@@ -290,6 +389,13 @@ impl std::fmt::Debug for Codec {
             .field("authenticated", &self.mac.is_some())
             .finish()
     }
+}
+
+/// Whether [`Codec::parse`] checks the tag.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    Yes,
+    No,
 }
 
 impl Codec {
@@ -312,7 +418,8 @@ impl Codec {
         self.mac.is_some()
     }
 
-    /// Encodes `hb`. Names longer than [`MAX_NAME_LEN`] are truncated (callers validate first).
+    /// Encodes `hb` (version 2). Names longer than [`MAX_NAME_LEN`] are truncated and lists
+    /// longer than [`MAX_LIST`] sent as unknown (callers validate first).
     pub fn encode(&self, hb: &Heartbeat) -> Vec<u8> {
         let name = &hb.node.as_bytes()[..hb.node.len().min(MAX_NAME_LEN)];
         let mut flags = 0;
@@ -322,13 +429,33 @@ impl Codec {
         if self.mac.is_some() {
             flags |= FLAG_AUTH;
         }
-        let mut out = Vec::with_capacity(HEADER_LEN + name.len() + TAG_LEN);
+        if hb.trusts_gossip {
+            flags |= FLAG_TRUSTS;
+        }
+        let ids = match &hb.hears {
+            Hears::AllBut(ids) if ids.len() <= MAX_LIST => Some(ids),
+            Hears::Only(ids) if ids.len() <= MAX_LIST => {
+                flags |= FLAG_ONLY;
+                Some(ids)
+            }
+            _ => {
+                flags |= FLAG_UNKNOWN;
+                None
+            }
+        };
+        let count = ids.map_or(0, BTreeSet::len);
+        let mut out = Vec::with_capacity(HEADER_LEN + name.len() + 2 + 4 * count + TAG_LEN);
         out.extend_from_slice(&MAGIC);
         // `name.len()` <= 253 by the slice above.
         out.extend_from_slice(&[VERSION, flags, name.len() as u8, 0]);
         out.extend_from_slice(&hb.incarnation.to_be_bytes());
         out.extend_from_slice(&hb.seq.to_be_bytes());
         out.extend_from_slice(name);
+        // `count` <= MAX_LIST < 65,536 by the match above.
+        out.extend_from_slice(&(count as u16).to_be_bytes());
+        for id in ids.into_iter().flatten() {
+            out.extend_from_slice(&id.to_be_bytes());
+        }
         if let Some(mac) = &self.mac {
             let tag = mac.clone().chain_update(&out).finalize().into_bytes();
             out.extend_from_slice(&tag[..TAG_LEN]);
@@ -336,8 +463,19 @@ impl Codec {
         out
     }
 
-    /// Decodes and authenticates one datagram.
+    /// Decodes and authenticates one datagram (version 2, or version 1 whose report is
+    /// [`Hears::Unknown`]).
     pub fn decode(&self, bytes: &[u8]) -> Result<Heartbeat, RejectReason> {
+        self.parse(bytes, Verify::Yes)
+    }
+
+    /// Decodes a datagram without checking its tag: what a speaker it cannot authenticate
+    /// (another secret, or none) claims. Only ever used to make this speaker announce less.
+    pub fn decode_unverified(&self, bytes: &[u8]) -> Result<Heartbeat, RejectReason> {
+        self.parse(bytes, Verify::No)
+    }
+
+    fn parse(&self, bytes: &[u8], verify: Verify) -> Result<Heartbeat, RejectReason> {
         if bytes.len() > MAX_DATAGRAM {
             return Err(RejectReason::TooLong);
         }
@@ -347,11 +485,17 @@ impl Codec {
         if header[..4] != MAGIC {
             return Err(RejectReason::BadMagic);
         }
-        if header[4] != VERSION {
-            return Err(RejectReason::UnsupportedVersion(header[4]));
-        }
+        let version = header[4];
+        let known_flags = match version {
+            1 => FLAG_LEAVING | FLAG_AUTH,
+            VERSION => FLAG_LEAVING | FLAG_AUTH | FLAG_TRUSTS | FLAG_ONLY | FLAG_UNKNOWN,
+            v => return Err(RejectReason::UnsupportedVersion(v)),
+        };
         let flags = header[5];
-        if flags & !(FLAG_LEAVING | FLAG_AUTH) != 0 || header[7] != 0 {
+        if flags & !known_flags != 0
+            || header[7] != 0
+            || flags & (FLAG_ONLY | FLAG_UNKNOWN) == (FLAG_ONLY | FLAG_UNKNOWN)
+        {
             return Err(RejectReason::BadFlags);
         }
         let name_len = usize::from(header[6]);
@@ -360,14 +504,29 @@ impl Codec {
         if name_len == 0 || name_len > MAX_NAME_LEN {
             return Err(RejectReason::BadName);
         }
-        if rest.len() != name_len + tag_len {
+        let (name, list) = rest
+            .split_at_checked(name_len)
+            .ok_or(RejectReason::BadLength)?;
+        let (count, ids) = if version == 1 {
+            (0, list)
+        } else {
+            let (count, ids) = list
+                .split_first_chunk::<2>()
+                .ok_or(RejectReason::BadLength)?;
+            (usize::from(u16::from_be_bytes(*count)), ids)
+        };
+        if count > MAX_LIST || (flags & FLAG_UNKNOWN != 0 && count != 0) {
+            return Err(RejectReason::BadLength);
+        }
+        if ids.len() != 4 * count + tag_len {
             return Err(RejectReason::BadLength);
         }
         match (&self.mac, tagged) {
+            _ if verify == Verify::No => {}
             (Some(_), false) => return Err(RejectReason::MissingTag),
             (None, true) => return Err(RejectReason::UnexpectedTag),
             (Some(mac), true) => {
-                let (signed, tag) = bytes.split_at(HEADER_LEN + name_len);
+                let (signed, tag) = bytes.split_at(bytes.len() - TAG_LEN);
                 mac.clone()
                     .chain_update(signed)
                     .verify_truncated_left(tag)
@@ -375,13 +534,26 @@ impl Codec {
             }
             (None, false) => {}
         }
-        let node = std::str::from_utf8(&rest[..name_len]).map_err(|_| RejectReason::BadName)?;
+        let node = std::str::from_utf8(name).map_err(|_| RejectReason::BadName)?;
+        let set: BTreeSet<u32> = ids[..4 * count]
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let hears = if version == 1 || flags & FLAG_UNKNOWN != 0 {
+            Hears::Unknown
+        } else if flags & FLAG_ONLY != 0 {
+            Hears::Only(set)
+        } else {
+            Hears::AllBut(set)
+        };
         let (inc, seq) = header[8..].split_at(8);
         Ok(Heartbeat {
             node: node.to_owned(),
             incarnation: u64::from_be_bytes(inc.try_into().map_err(|_| RejectReason::TooShort)?),
             seq: u64::from_be_bytes(seq.try_into().map_err(|_| RejectReason::TooShort)?),
             leaving: flags & FLAG_LEAVING != 0,
+            trusts_gossip: flags & FLAG_TRUSTS != 0,
+            hears,
         })
     }
 }
@@ -442,6 +614,10 @@ struct Peer {
     /// Source address of the last accepted heartbeat (heartbeats are sent from the listening
     /// socket, so this is where the peer listens).
     src: SocketAddr,
+    /// Its last hearing report.
+    hears: Hears,
+    /// It elects from its gossip view.
+    trusts_gossip: bool,
 }
 
 /// The liveness state machine of one speaker: which peers are alive, what to send.
@@ -454,6 +630,15 @@ pub struct Membership {
     codec: Codec,
     nodes: BTreeMap<String, Peer>,
     peers: BTreeSet<SocketAddr>,
+    /// Speakers Kubernetes lists (for the hearing report and [`Membership::unheard_by`]).
+    expected: BTreeSet<String>,
+    /// This speaker elects from its gossip view (sent in the heartbeat).
+    trusts_gossip: bool,
+    /// Speakers that elect from their gossip and say they do not hear this one, by when that
+    /// was last said (verified or not).
+    unheard_by: BTreeMap<String, Instant>,
+    /// Reports or `unheard_by` changed since [`Membership::take_report_change`].
+    report_changed: bool,
 }
 
 impl Membership {
@@ -486,6 +671,10 @@ impl Membership {
             codec,
             nodes: BTreeMap::new(),
             peers: BTreeSet::new(),
+            expected: BTreeSet::new(),
+            trusts_gossip: false,
+            unheard_by: BTreeMap::new(),
+            report_changed: false,
         })
     }
 
@@ -504,8 +693,7 @@ impl Membership {
         &self.params
     }
 
-    /// Whether heartbeats are authenticated; if not, the driver should log
-    /// [`NO_SECRET_WARNING`].
+    /// Whether heartbeats are authenticated.
     pub fn authenticated(&self) -> bool {
         self.codec.authenticated()
     }
@@ -518,7 +706,74 @@ impl Membership {
             incarnation: self.incarnation,
             seq: self.seq,
             leaving,
+            trusts_gossip: self.trusts_gossip,
+            hears: self.own_report(),
         })
+    }
+
+    /// Whom this speaker hears, as its heartbeats say: its alive set out of the speakers it
+    /// expects and the ones it has records of.
+    pub fn own_report(&self) -> Hears {
+        let mut known = self.expected.clone();
+        known.extend(self.nodes.keys().cloned());
+        Hears::of(&self.alive(), &known)
+    }
+
+    /// Sets the speakers Kubernetes lists and whether this speaker elects from its gossip
+    /// view; both travel in the heartbeats.
+    pub fn set_local(&mut self, expected: BTreeSet<String>, trusts_gossip: bool) {
+        self.expected = expected;
+        self.trusts_gossip = trusts_gossip;
+        let expected = &self.expected;
+        let before = self.unheard_by.len();
+        self.unheard_by.retain(|n, _| expected.contains(n));
+        self.report_changed |= self.unheard_by.len() != before;
+    }
+
+    /// The hearing reports of the alive peers.
+    pub fn reports(&self) -> BTreeMap<String, Report> {
+        self.nodes
+            .iter()
+            .filter(|(_, p)| p.state == State::Alive)
+            .map(|(n, p)| {
+                let report = Report {
+                    hears: p.hears.clone(),
+                    trusts_gossip: p.trusts_gossip,
+                };
+                (n.clone(), report)
+            })
+            .collect()
+    }
+
+    /// Listed speakers that elect from their gossip and said within `dead_after` that they do
+    /// not hear this one, authenticated or not. A speaker that hears less than half of the
+    /// others and so decides from Kubernetes alone must not announce while this is not empty:
+    /// those speakers elect without it, so its own election would give IPs a second owner.
+    /// Unauthenticated claims are used for this alone, which can only make it announce less.
+    pub fn unheard_by(&self) -> BTreeSet<String> {
+        self.unheard_by.keys().cloned().collect()
+    }
+
+    /// Whether a report or [`Membership::unheard_by`] changed since the last call.
+    pub fn take_report_change(&mut self) -> bool {
+        std::mem::take(&mut self.report_changed)
+    }
+
+    /// Records what a heartbeat says about this speaker. `accepted`: it passed every check;
+    /// otherwise (unauthenticated, or an incarnation we refuse) it may add to `unheard_by`
+    /// but never clear it, so a forged or replayed claim can only make this speaker announce
+    /// less.
+    fn note_hearing(&mut self, now: Instant, hb: &Heartbeat, accepted: bool) {
+        if !self.expected.contains(&hb.node) || hb.node == self.me {
+            return;
+        }
+        if hb.trusts_gossip && hb.hears.hears(&self.me) == Some(false) && !hb.leaving {
+            if self.unheard_by.insert(hb.node.clone(), now).is_none() {
+                self.report_changed = true;
+            }
+        } else if accepted && self.unheard_by.remove(&hb.node).is_some() {
+            self.report_changed = true;
+        }
     }
 
     /// Replaces the peer addresses to send to, leaving out `own`. Returns whether the set
@@ -543,7 +798,20 @@ impl Membership {
         bytes: &[u8],
         src: SocketAddr,
     ) -> Result<Option<Change>, RejectReason> {
-        let hb = self.codec.decode(bytes)?;
+        let hb = match self.codec.decode(bytes) {
+            Ok(hb) => hb,
+            Err(
+                reason @ (RejectReason::BadTag
+                | RejectReason::MissingTag
+                | RejectReason::UnexpectedTag),
+            ) => {
+                if let Ok(hb) = self.codec.decode_unverified(bytes) {
+                    self.note_hearing(now, &hb, false);
+                }
+                return Err(reason);
+            }
+            Err(reason) => return Err(reason),
+        };
         if hb.node == self.me {
             return Err(if hb.incarnation == self.incarnation {
                 RejectReason::Loopback
@@ -566,6 +834,8 @@ impl Membership {
                 return Err(RejectReason::TooManyNodes);
             }
             let state = new_state(hb.leaving);
+            self.note_hearing(now, &hb, true);
+            self.report_changed = true;
             self.nodes.insert(
                 hb.node.clone(),
                 Peer {
@@ -574,12 +844,15 @@ impl Membership {
                     last_heard: now,
                     state,
                     src,
+                    hears: hb.hears.clone(),
+                    trusts_gossip: hb.trusts_gossip,
                 },
             );
             return Ok((state == State::Alive).then_some(Change::Up { node: hb.node }));
         };
         let was_alive = peer.state == State::Alive;
         if hb.incarnation < peer.incarnation {
+            self.note_hearing(now, &hb, false);
             return Err(RejectReason::StaleIncarnation);
         }
         let restarted = hb.incarnation > peer.incarnation;
@@ -606,8 +879,15 @@ impl Membership {
         peer.last_heard = now;
         peer.src = src;
         peer.state = new_state(hb.leaving);
+        if peer.hears != hb.hears || peer.trusts_gossip != hb.trusts_gossip {
+            peer.hears = hb.hears.clone();
+            peer.trusts_gossip = hb.trusts_gossip;
+            self.report_changed = true;
+        }
+        let now_alive = peer.state == State::Alive;
+        self.note_hearing(now, &hb, true);
         let node = hb.node;
-        Ok(match (was_alive, peer.state == State::Alive) {
+        Ok(match (was_alive, now_alive) {
             (false, true) => Some(Change::Up { node }),
             (true, false) => Some(Change::Down {
                 node,
@@ -642,6 +922,10 @@ impl Membership {
             }
             State::Dead { since, .. } => now.saturating_duration_since(since) < forget_after,
         });
+        let before = self.unheard_by.len();
+        self.unheard_by
+            .retain(|_, said| now.saturating_duration_since(*said) < dead_after);
+        self.report_changed |= self.unheard_by.len() != before;
         changes
     }
 
@@ -659,8 +943,14 @@ impl Membership {
     /// currently alive. A speaker that just started knows its peers from the Pods list, but
     /// they learn its address only at their next list; answering whoever authenticated to us
     /// makes the view symmetric within one interval instead.
+    ///
+    /// Without a secret only the configured peers: anyone could then claim a source address,
+    /// and answering it would turn the speakers into a reflector towards that address.
     pub fn targets(&self) -> BTreeSet<SocketAddr> {
         let mut t = self.peers.clone();
+        if !self.authenticated() {
+            return t;
+        }
         t.extend(
             self.nodes
                 .values()
@@ -700,6 +990,72 @@ pub fn fenced(api_reachable: bool, alive_count: usize, known_count: usize) -> bo
     !api_reachable && alive_count <= known_count / 2
 }
 
+/// The speakers a majority hears, as far as this speaker can tell: the candidates it elects
+/// from while it trusts its gossip.
+///
+/// * `alive`: whom this speaker hears, itself included ([`Membership::alive`]): the
+///   reporters.
+/// * `reports`: what each alive peer says ([`Membership::reports`]). A peer that decides
+///   from Kubernetes alone counts every listed speaker, since that is whom it elects from; a
+///   peer without a usable report (the previous release's heartbeats) counts only itself,
+///   which keeps both releases' elections apart during a rolling upgrade.
+/// * `known`: the other speakers worth judging (those Kubernetes lists).
+///
+/// A speaker `y` is kept when somebody other than `y` hears it (or `y` is this speaker) and
+/// the speakers hearing it, `y` itself included, are a strict majority of the reporters plus
+/// `y`. So speakers agree on `y` even when not all of them hear it: with UDP from A to B
+/// lost, B still counts A because C hears A; and a speaker that hears everybody while nobody
+/// hears it (its heartbeats are lost, refused as from an older incarnation after its clock
+/// went back, or its clock ran backwards) drops itself, because every report it reads says
+/// nobody hears it.
+pub fn heard_by_majority(
+    me: &str,
+    alive: &BTreeSet<String>,
+    reports: &BTreeMap<String, Report>,
+    known: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let reporters: Vec<(&str, Option<&Report>)> = alive
+        .iter()
+        .map(|z| (z.as_str(), (z != me).then(|| reports.get(z)).flatten()))
+        .collect();
+    let mut out = BTreeSet::new();
+    for y in alive.iter().chain(known.iter()) {
+        if out.contains(y) {
+            continue;
+        }
+        let id = name_id(y);
+        let mut hearers = 0usize;
+        let mut vouched = y == me;
+        for &(z, report) in &reporters {
+            let hears = if z == y {
+                true
+            } else if z == me {
+                alive.contains(y)
+            } else {
+                match report.and_then(|r| Some((r.hears.hears_id(id)?, r.trusts_gossip))) {
+                    Some((hears, true)) => hears,
+                    Some((_, false)) => known.contains(y),
+                    None => false,
+                }
+            };
+            if hears {
+                hearers += 1;
+                vouched |= z != y;
+            }
+        }
+        let mut total = reporters.len();
+        if !alive.contains(y) {
+            // `y` hears itself; we just do not get its report.
+            hearers += 1;
+            total += 1;
+        }
+        if vouched && 2 * hearers > total {
+            out.insert(y.clone());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,47 +1086,84 @@ mod tests {
         Some(Change::Up { node: n.into() })
     }
 
+    fn hb(node: &str, incarnation: u64, seq: u64, leaving: bool) -> Heartbeat {
+        Heartbeat {
+            node: node.into(),
+            incarnation,
+            seq,
+            leaving,
+            trusts_gossip: false,
+            hears: Hears::AllBut(BTreeSet::new()),
+        }
+    }
+
     #[test]
     fn plaintext_heartbeat_is_byte_exact() {
         let hb = Heartbeat {
-            node: "node-a".into(),
-            incarnation: 0x0102_0304_0506_0708,
-            seq: 9,
-            leaving: true,
+            trusts_gossip: true,
+            hears: Hears::AllBut(BTreeSet::from([name_id("node-b")])),
+            ..hb("node-a", 0x0102_0304_0506_0708, 9, true)
         };
         let bytes = Codec::new(None).encode(&hb);
-        let mut want = b"MLRS\x01\x01\x06\x00".to_vec();
+        let mut want = b"MLRS\x02\x05\x06\x00".to_vec();
         want.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 9]);
         want.extend_from_slice(b"node-a");
+        // One id: SHA-256("node-b")[..4], computed with Python's hashlib.
+        want.extend_from_slice(&[0, 1, 147, 239, 55, 198]);
         assert_eq!(bytes, want);
         assert_eq!(Codec::new(None).decode(&bytes), Ok(hb));
     }
 
     #[test]
     fn authenticated_heartbeat_matches_independent_hmac() {
-        // Tag computed with Python's hmac/hashlib:
+        // Ids and tag computed with Python's hmac/hashlib:
         //   key = sha256(b"metallb-rs liveness v1\0" + b"s3cret").digest()
         //   hmac.new(key, msg, sha256).digest()[:16]
         let hb = Heartbeat {
-            node: "n1".into(),
-            incarnation: 7,
-            seq: 1,
-            leaving: false,
+            hears: Hears::Only(BTreeSet::from([name_id("n1"), name_id("n2")])),
+            ..hb("n1", 7, 1, false)
         };
         let codec = Codec::new(Some("s3cret"));
         let bytes = codec.encode(&hb);
-        let mut want = b"MLRS\x01\x02\x02\x00".to_vec();
+        let mut want = b"MLRS\x02\x0a\x02\x00".to_vec();
         want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1]);
         want.extend_from_slice(b"n1");
+        want.extend_from_slice(&[0, 2, 4, 128, 169, 61, 103, 107, 139, 184]);
         want.extend_from_slice(&EXPECTED_TAG);
         assert_eq!(bytes, want);
         assert_eq!(codec.decode(&bytes), Ok(hb));
     }
 
     const EXPECTED_TAG: [u8; 16] = [
-        0x69, 0x68, 0x0d, 0x29, 0x53, 0x8f, 0x42, 0x65, 0x24, 0xc7, 0x0e, 0x47, 0x5f, 0x23, 0x52,
-        0x50,
+        0x54, 0x7c, 0x00, 0x41, 0x68, 0x5d, 0xc3, 0x81, 0x4d, 0x3e, 0xf9, 0x26, 0xcb, 0xf5, 0x9c,
+        0x38,
     ];
+
+    #[test]
+    fn version_1_heartbeats_are_still_accepted_without_a_report() {
+        // A heartbeat of the previous release (tag from Python as above), so speakers of two
+        // releases hear each other during a rolling upgrade.
+        let mut v1 = b"MLRS\x01\x02\x02\x00".to_vec();
+        v1.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1]);
+        v1.extend_from_slice(b"n1");
+        v1.extend_from_slice(&[
+            0x69, 0x68, 0x0d, 0x29, 0x53, 0x8f, 0x42, 0x65, 0x24, 0xc7, 0x0e, 0x47, 0x5f, 0x23,
+            0x52, 0x50,
+        ]);
+        assert_eq!(
+            Codec::new(Some("s3cret")).decode(&v1),
+            Ok(Heartbeat {
+                hears: Hears::Unknown,
+                ..hb("n1", 7, 1, false)
+            })
+        );
+        let mut bad = v1.clone();
+        bad[5] |= FLAG_TRUSTS;
+        assert_eq!(
+            Codec::new(Some("s3cret")).decode(&bad),
+            Err(RejectReason::BadFlags)
+        );
+    }
 
     #[test]
     fn empty_secret_means_plaintext() {
@@ -781,21 +1174,19 @@ mod tests {
     #[test]
     fn rejects_malformed_datagrams() {
         let codec = Codec::new(None);
-        let good = codec.encode(&Heartbeat {
-            node: "a".into(),
-            incarnation: 1,
-            seq: 1,
-            leaving: false,
-        });
+        let good = codec.encode(&hb("a", 1, 1, false));
         assert_eq!(codec.decode(&[]), Err(RejectReason::TooShort));
         assert_eq!(codec.decode(&good[..20]), Err(RejectReason::TooShort));
-        assert_eq!(codec.decode(&[0; 600]), Err(RejectReason::TooLong));
+        assert_eq!(
+            codec.decode(&[0; MAX_DATAGRAM + 1]),
+            Err(RejectReason::TooLong)
+        );
         let mut b = good.clone();
         b[0] = b'X';
         assert_eq!(codec.decode(&b), Err(RejectReason::BadMagic));
         let mut b = good.clone();
-        b[4] = 2;
-        assert_eq!(codec.decode(&b), Err(RejectReason::UnsupportedVersion(2)));
+        b[4] = 3;
+        assert_eq!(codec.decode(&b), Err(RejectReason::UnsupportedVersion(3)));
         let mut b = good.clone();
         b[5] = 0x80;
         assert_eq!(codec.decode(&b), Err(RejectReason::BadFlags));
@@ -818,12 +1209,7 @@ mod tests {
 
     #[test]
     fn authentication_mismatches_are_rejected() {
-        let hb = Heartbeat {
-            node: "a".into(),
-            incarnation: 1,
-            seq: 1,
-            leaving: false,
-        };
+        let hb = hb("a", 1, 1, false);
         let plain = Codec::new(None).encode(&hb);
         let signed = Codec::new(Some("one")).encode(&hb);
         assert_eq!(
@@ -855,10 +1241,21 @@ mod tests {
     #[test]
     fn max_length_name_fits_max_datagram() {
         let name = "a".repeat(MAX_NAME_LEN);
-        let mut m = member(&name, 1, Some("k"));
-        let bytes = m.encode_heartbeat(false);
+        let codec = Codec::new(Some("k"));
+        let full = Heartbeat {
+            hears: Hears::AllBut((0..MAX_LIST as u32).collect()),
+            ..hb(&name, 1, 1, false)
+        };
+        let bytes = codec.encode(&full);
         assert_eq!(bytes.len(), MAX_DATAGRAM);
-        assert_eq!(Codec::new(Some("k")).decode(&bytes).unwrap().node, name);
+        assert_eq!(codec.decode(&bytes), Ok(full.clone()));
+        // One id more does not fit: the report goes out as unknown.
+        let over = Heartbeat {
+            hears: Hears::AllBut((0..=MAX_LIST as u32).collect()),
+            ..full
+        };
+        let got = codec.decode(&codec.encode(&over)).unwrap();
+        assert_eq!(got.hears, Hears::Unknown);
     }
 
     #[test]
@@ -1065,8 +1462,8 @@ mod tests {
     #[test]
     fn heartbeats_also_go_to_peers_that_reached_us() {
         let t0 = Instant::now();
-        let mut a = member("a", 1, None);
-        let mut b = member("b", 1, None);
+        let mut a = member("a", 1, Some("k"));
+        let mut b = member("b", 1, Some("k"));
         let b_addr: SocketAddr = "192.0.2.2:7946".parse().expect("addr");
         assert!(a.targets().is_empty());
         assert_eq!(
@@ -1076,6 +1473,141 @@ mod tests {
         assert_eq!(a.targets(), BTreeSet::from([b_addr]));
         // Dead peers are not heartbeated unless configured.
         a.tick(t0 + Duration::from_secs(2));
+        assert!(a.targets().is_empty());
+    }
+
+    #[test]
+    fn unverified_claims_only_add_to_unheard_by() {
+        let t0 = Instant::now();
+        let mut a = member("a", 1, Some("k1"));
+        a.set_local(names(&["a", "b"]), false);
+        let other = Codec::new(Some("k2"));
+        let says = |hears: Hears, trusts_gossip: bool, seq: u64| Heartbeat {
+            trusts_gossip,
+            hears,
+            ..hb("b", 1, seq, false)
+        };
+        let not_a = || Hears::AllBut(BTreeSet::from([name_id("a")]));
+        // A speaker with another secret that elects from its gossip and does not hear "a".
+        let bytes = other.encode(&says(not_a(), true, 1));
+        assert_eq!(a.on_datagram(t0, &bytes, src()), Err(RejectReason::BadTag));
+        assert_eq!(a.unheard_by(), names(&["b"]));
+        assert!(a.take_report_change());
+        // An unverified "I hear you now" cannot clear it (forged claims only silence).
+        let bytes = other.encode(&says(Hears::AllBut(BTreeSet::new()), true, 2));
+        assert_eq!(a.on_datagram(t0, &bytes, src()), Err(RejectReason::BadTag));
+        assert_eq!(a.unheard_by(), names(&["b"]));
+        // It expires after dead_after without a new claim.
+        a.tick(t0 + Duration::from_millis(599));
+        assert_eq!(a.unheard_by(), names(&["b"]));
+        a.tick(t0 + Duration::from_millis(600));
+        assert!(a.unheard_by().is_empty());
+        // Not counted from a speaker that decides from Kubernetes alone, nor from one that
+        // Kubernetes does not list.
+        let bytes = other.encode(&says(not_a(), false, 3));
+        let _ = a.on_datagram(t0, &bytes, src());
+        assert!(a.unheard_by().is_empty());
+        a.set_local(names(&["a"]), false);
+        let bytes = other.encode(&says(not_a(), true, 4));
+        let _ = a.on_datagram(t0, &bytes, src());
+        assert!(a.unheard_by().is_empty());
+        // An authenticated heartbeat sets and clears it, and its report is kept.
+        a.set_local(names(&["a", "b"]), false);
+        let same = Codec::new(Some("k1"));
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            a.on_datagram(t1, &same.encode(&says(not_a(), true, 5)), src()),
+            Ok(up("b"))
+        );
+        assert_eq!(a.unheard_by(), names(&["b"]));
+        assert_eq!(
+            a.reports().get("b"),
+            Some(&Report {
+                hears: not_a(),
+                trusts_gossip: true
+            })
+        );
+        let bytes = same.encode(&says(Hears::AllBut(BTreeSet::new()), true, 6));
+        assert_eq!(a.on_datagram(t1, &bytes, src()), Ok(None));
+        assert!(a.unheard_by().is_empty());
+    }
+
+    #[test]
+    fn own_report_lists_whom_it_does_not_hear() {
+        let t0 = Instant::now();
+        let mut a = member("a", 1, None);
+        a.set_local(names(&["a", "b", "c"]), true);
+        let mut b = member("b", 1, None);
+        a.on_datagram(t0, &b.encode_heartbeat(false), src())
+            .unwrap();
+        let hb = Codec::new(None).decode(&a.encode_heartbeat(false)).unwrap();
+        assert!(hb.trusts_gossip);
+        assert_eq!(hb.hears, Hears::AllBut(BTreeSet::from([name_id("c")])));
+        assert_eq!(hb.hears.hears("b"), Some(true));
+        assert_eq!(hb.hears.hears("c"), Some(false));
+        // More unheard than heard: the list of those it hears is the shorter one.
+        a.set_local(names(&["a", "b", "c", "d", "e", "f"]), false);
+        let hb = Codec::new(None).decode(&a.encode_heartbeat(false)).unwrap();
+        assert_eq!(
+            hb.hears,
+            Hears::Only(BTreeSet::from([name_id("a"), name_id("b")]))
+        );
+    }
+
+    #[test]
+    fn majority_counts_reports_and_the_speaker_itself() {
+        let trusts = |not: &[&str]| Report {
+            hears: Hears::AllBut(not.iter().map(|n| name_id(n)).collect()),
+            trusts_gossip: true,
+        };
+        let known = names(&["a", "b", "c"]);
+        // "b" does not hear "a"; "a" hears everyone: "c" hears "a", so "b" counts "a" too.
+        let at_b = heard_by_majority(
+            "b",
+            &names(&["b", "c"]),
+            &BTreeMap::from([("c".into(), trusts(&[]))]),
+            &known,
+        );
+        assert_eq!(at_b, known);
+        // Nobody hears "a" although it hears everyone: it leaves itself out.
+        let at_a = heard_by_majority(
+            "a",
+            &names(&["a", "b", "c"]),
+            &BTreeMap::from([("b".into(), trusts(&["a"])), ("c".into(), trusts(&["a"]))]),
+            &known,
+        );
+        assert_eq!(at_a, names(&["b", "c"]));
+        // A crashed speaker nobody hears is not kept; the survivor of two keeps itself.
+        assert_eq!(
+            heard_by_majority("a", &names(&["a"]), &BTreeMap::new(), &names(&["a", "b"])),
+            names(&["a"])
+        );
+        // A peer of the previous release (no report) counts only itself.
+        let v1 = Report {
+            hears: Hears::Unknown,
+            trusts_gossip: false,
+        };
+        let at_a = heard_by_majority(
+            "a",
+            &names(&["a", "b"]),
+            &BTreeMap::from([("b".into(), v1)]),
+            &names(&["a", "b"]),
+        );
+        assert_eq!(at_a, names(&["b"]));
+    }
+
+    #[test]
+    fn without_a_secret_a_claimed_source_is_not_answered() {
+        // Failed before: any datagram with a spoofed source made the speaker send it
+        // heartbeats (a reflector).
+        let t0 = Instant::now();
+        let mut a = member("a", 1, None);
+        let mut b = member("b", 1, None);
+        let victim: SocketAddr = "203.0.113.9:53".parse().expect("addr");
+        assert_eq!(
+            a.on_datagram(t0, &b.encode_heartbeat(false), victim),
+            Ok(up("b"))
+        );
         assert!(a.targets().is_empty());
     }
 
@@ -1163,7 +1695,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1300)) {
             let _ = Codec::new(None).decode(&bytes);
             let _ = Codec::new(Some("k")).decode(&bytes);
         }
@@ -1177,7 +1709,7 @@ mod tests {
         ) {
             for secret in [None, Some("k")] {
                 let codec = Codec::new(secret);
-                let mut b = codec.encode(&Heartbeat { node: name.clone(), incarnation: inc, seq, leaving });
+                let mut b = codec.encode(&hb(&name, inc, seq, leaving));
                 for (i, x) in &flips {
                     if let Some(byte) = b.get_mut(*i) {
                         *byte ^= x;
@@ -1191,11 +1723,18 @@ mod tests {
         #[test]
         fn encode_decode_roundtrip(
             name in "[a-z0-9.-]{1,253}",
-            inc: u64, seq: u64, leaving: bool,
+            inc: u64, seq: u64, leaving: bool, trusts_gossip: bool,
+            kind in 0u8..3,
+            ids in proptest::collection::btree_set(any::<u32>(), 0..=MAX_LIST),
             secret in proptest::option::of("[ -~]{1,64}"),
         ) {
             let codec = Codec::new(secret.as_deref());
-            let hb = Heartbeat { node: name, incarnation: inc, seq, leaving };
+            let hears = match kind {
+                0 => Hears::AllBut(ids),
+                1 => Hears::Only(ids),
+                _ => Hears::Unknown,
+            };
+            let hb = Heartbeat { trusts_gossip, hears, ..hb(&name, inc, seq, leaving) };
             let bytes = codec.encode(&hb);
             prop_assert!(bytes.len() <= MAX_DATAGRAM);
             prop_assert_eq!(codec.decode(&bytes), Ok(hb));

@@ -42,13 +42,22 @@
 //! speaker decides in one of three [`world::Mode`]s from what it can reach:
 //!
 //! - It hears at least half of the speakers it knows (the speakers Kubernetes considers live):
-//!   gossip is trusted. Dead peers drop out; the next node in the election order takes over.
-//!   The survivor of a two-speaker cluster hears one of two and takes over at once.
+//!   gossip is trusted. It elects from the speakers that a majority hears, by the reports each
+//!   heartbeat carries of whom its sender hears ([`liveness::heard_by_majority`]), not merely
+//!   from those it hears itself: with UDP lost one way between two nodes, both still count
+//!   both as long as a third hears them, and a node whose heartbeats nobody accepts (lost, or
+//!   refused as from an older incarnation after its clock went back) reads that in every
+//!   report and leaves itself out. Dead peers drop out; the next node in the election order
+//!   takes over. The survivor of a two-speaker cluster hears one of two and takes over at once.
 //! - It hears less than half but reaches the apiserver, or its gossip has never heard any
 //!   peer: its own gossip view is the suspicious one (if it trusted it, it would elect itself
 //!   for everything), so it ignores gossip and elects from the Kubernetes signals, like every
 //!   other speaker would without gossip. If gossip never worked anywhere (UDP 7946 firewalled,
-//!   mismatched secrets), every speaker lands here and they agree.
+//!   mismatched secrets), every speaker lands here and they agree. But while a speaker that
+//!   trusts its gossip says it does not hear this one (read even from heartbeats it cannot
+//!   authenticate: another secret, during a rotation), the others elect without it, so it
+//!   leaves itself out of its own election too ([`world::World::candidates`]). Unauthenticated
+//!   claims are used for that alone: a forger can make a speaker announce less, never more.
 //! - It reaches neither a strict majority nor the apiserver: it is **fenced** and answers
 //!   nothing ([`liveness::fenced`]). This is the node cut off the network: the majority side
 //!   sees it dead after `dead_after` and gives its IPs to another node, and without fencing the
@@ -63,10 +72,13 @@
 //! Pods are watched. A cut-off
 //! speaker is therefore fenced about 0.6 s (gossip) + up to 1.5 s (probe) after the cut.
 //!
-//! Residual risks, stated: a broken A↔B path while both reach C and the apiserver can still give
-//! an IP two owners until the path heals (no indirect probes; MetalLB #740 is the same), and so
-//! can gossip that stops working after it once worked in a cluster of two (each side hears one
-//! of two, exactly half). Under MetalLB's RBAC (Pods `list` only) speakers see a Pod's readiness
+//! Residual risks, stated: a gossip partition in which every side reaches the apiserver (the
+//! minority side elects from Kubernetes signals, the majority side without it) can give an IP
+//! two owners until it heals, as can gossip that stops working both ways after it once worked
+//! in a cluster of two (each side hears one of two, exactly half); MetalLB's memberlist has the
+//! same failure mode (#740). A speaker whose clock went back stays out of the election until
+//! its peers forget its older incarnation (`forget_after`, 5 min). Without a memberlist secret
+//! the gossip does not run at all (anyone could forge it); Kubernetes signals decide. Under MetalLB's RBAC (Pods `list` only) speakers see a Pod's readiness
 //! change at their own 3 s poll, so a readiness flip can leave two owners or none for up to 3 s;
 //! with `watch` (our manifest) it is the watch latency.
 //!

@@ -2,7 +2,7 @@
 //! inputs of the watches, gossip and reloads, decides, and drives the layer 2 announcer and
 //! the BGP sessions.
 
-use super::gossip::{Gossip, LiveView};
+use super::gossip::{Gossip, LiveView, Local};
 use super::world::{self, Mode, World};
 use crate::bgp::{self, session::Sessions};
 use crate::k8s::events::{Kind, Recorder};
@@ -54,6 +54,8 @@ pub(super) struct State {
     pub(super) owned: BTreeMap<IpAddr, Vec<String>>,
     pub(super) last_live: BTreeSet<String>,
     pub(super) mode: Mode,
+    /// This speaker currently leaves itself out because gossiping speakers do not hear it.
+    pub(super) unheard: bool,
     /// The Pods list period outside minority.
     pub(super) normal_poll: Duration,
     /// Every node ever heard in our gossip.
@@ -403,11 +405,31 @@ impl State {
             self.mode = mode;
         }
         self.metrics.fenced.set(i64::from(mode == Mode::Fenced));
-        let live = match mode {
-            Mode::Normal => self.world.live_speakers(&self.me, gossip_alive),
-            Mode::KubernetesOnly => self.world.live_speakers(&self.me, None),
-            Mode::Fenced => BTreeSet::new(),
-        };
+        if let Some(g) = &self.gossip {
+            g.set_local(Local {
+                expected: self.world.speaker_nodes(),
+                trusts_gossip: mode == Mode::Normal,
+            });
+        }
+        let unheard_by = self
+            .gossip_view
+            .as_ref()
+            .map(|v| &v.unheard_by)
+            .filter(|u| mode == Mode::KubernetesOnly && !u.is_empty());
+        if unheard_by.is_some() != self.unheard {
+            self.unheard = unheard_by.is_some();
+            if let Some(by) = unheard_by {
+                warn!(
+                    ?by,
+                    "Speakers that elect from their gossip do not hear this one (another memberlist secret, or a one-way path); announcing nothing they could also announce"
+                );
+            } else {
+                info!("No speaker electing from its gossip reports not hearing this one any more");
+            }
+        }
+        let live = self
+            .world
+            .candidates(&self.me, mode, self.gossip_view.as_ref());
         self.metrics
             .members_alive
             .set(gossip_alive.map_or(live.len(), |a| a.len()) as i64);

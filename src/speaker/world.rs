@@ -23,6 +23,8 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use super::gossip::LiveView;
+use super::liveness;
 use crate::config::Config;
 use crate::k8s::service as svcs;
 use crate::l2::election::TrafficPolicy;
@@ -109,6 +111,47 @@ impl World {
             }
         });
         live
+    }
+
+    /// The candidates this speaker elects from in `mode`, given what its gossip says
+    /// (`None` when gossip does not run).
+    ///
+    /// - [`Mode::Normal`]: the live speakers ([`World::live_speakers`]) that a majority of
+    ///   speakers hears ([`liveness::heard_by_majority`]), not merely those this speaker hears,
+    ///   so that speakers whose views differ by a lost link or a refused incarnation still
+    ///   elect from the same set.
+    /// - [`Mode::KubernetesOnly`]: the live speakers from Kubernetes signals, without this
+    ///   speaker itself while a speaker that elects from its gossip says it does not hear this
+    ///   one ([`LiveView::unheard_by`]): those speakers elect without it (a mismatched
+    ///   secret, or a one-way path), so its own Kubernetes-only election would give their IPs a
+    ///   second owner.
+    /// - [`Mode::Fenced`]: nobody at all.
+    pub fn candidates(&self, me: &str, mode: Mode, gossip: Option<&LiveView>) -> BTreeSet<String> {
+        match (mode, gossip) {
+            (Mode::Fenced, _) => BTreeSet::new(),
+            (Mode::Normal, Some(v)) => {
+                let heard =
+                    liveness::heard_by_majority(me, &v.alive, &v.reports, &self.speaker_nodes());
+                self.live_speakers(me, Some(&heard))
+            }
+            (Mode::Normal, None) => self.live_speakers(me, None),
+            (Mode::KubernetesOnly, v) => {
+                let mut live = self.live_speakers(me, None);
+                if v.is_some_and(|v| !v.unheard_by.is_empty()) {
+                    live.remove(me);
+                }
+                live
+            }
+        }
+    }
+
+    /// Nodes of every listed speaker Pod, ready or not.
+    pub fn speaker_nodes(&self) -> BTreeSet<String> {
+        self.pods
+            .iter()
+            .flat_map(|p| p.values())
+            .map(|p| p.node.clone())
+            .collect()
     }
 
     /// Speaker peers to gossip with: the pod IPs of listed speaker Pods other than `me`'s,
@@ -556,6 +599,176 @@ mod tests {
         let ip: IpAddr = "203.0.113.1".parse().expect("ip");
         assert!(crate::l2::election::elect(TrafficPolicy::Cluster, &nodes, &live, ip).is_some());
         assert!(crate::l2::election::elect(TrafficPolicy::Local, &nodes, &live, ip).is_none());
+    }
+
+    /// A lab in miniature: `n` speakers, all Ready and reaching the apiserver; `link(i, j)`
+    /// says whether UDP from `i` reaches `j`, `key(i)` is each one's memberlist secret and
+    /// `stale(i)` whether every other speaker refuses `i`'s heartbeats as from an older
+    /// incarnation (its clock went back across a reboot); `ever_heard(i)`: `i`'s gossip heard a
+    /// peer before the fault (a restarted speaker's has not). Each speaker's gossip view, reports
+    /// and mode are built the way the driver builds them; returns every speaker's candidates.
+    fn views(
+        ever_heard: impl Fn(usize) -> bool,
+        n: usize,
+        link: impl Fn(usize, usize) -> bool,
+        key: impl Fn(usize) -> u8,
+        stale: impl Fn(usize) -> bool,
+    ) -> Vec<BTreeSet<String>> {
+        use crate::speaker::liveness::{Hears, Report};
+        let name = |i: usize| format!("node-{i}");
+        let names: Vec<String> = (0..n).map(name).collect();
+        let pods: Vec<(&str, bool)> = names.iter().map(|s| (s.as_str(), true)).collect();
+        let w = world(&pods);
+        let known: BTreeSet<String> = names.iter().cloned().collect();
+        let accepted = |i: usize, j: usize| i != j && link(i, j) && key(i) == key(j) && !stale(i);
+        let alive: Vec<BTreeSet<String>> = (0..n)
+            .map(|j| {
+                (0..n)
+                    .filter(|&i| i == j || accepted(i, j))
+                    .map(name)
+                    .collect()
+            })
+            .collect();
+        let report: Vec<Hears> = alive.iter().map(|a| Hears::of(a, &known)).collect();
+        let mode: Vec<Mode> = (0..n)
+            .map(|j| {
+                let ever = ever_heard(j) || alive[j].len() > 1;
+                mode(Some(alive[j].len()), w.known_speakers(&name(j)), true, ever)
+            })
+            .collect();
+        (0..n)
+            .map(|j| {
+                let me = name(j);
+                let reports = (0..n)
+                    .filter(|&i| accepted(i, j))
+                    .map(|i| {
+                        let r = Report {
+                            hears: report[i].clone(),
+                            trusts_gossip: mode[i] == Mode::Normal,
+                        };
+                        (name(i), r)
+                    })
+                    .collect();
+                // Every datagram that arrives, authenticated or not, may say "I do not hear you".
+                let unheard_by = (0..n)
+                    .filter(|&i| i != j && link(i, j))
+                    .filter(|&i| mode[i] == Mode::Normal && report[i].hears(&me) == Some(false))
+                    .map(name)
+                    .collect();
+                let view = LiveView {
+                    alive: alive[j].clone(),
+                    peers_known: n - 1,
+                    reports,
+                    unheard_by,
+                };
+                w.candidates(&me, mode[j], Some(&view))
+            })
+            .collect()
+    }
+
+    /// How many speakers announce `ip` (each announces when it wins among its candidates).
+    fn owners(views: &[BTreeSet<String>], ip: IpAddr) -> Vec<String> {
+        views
+            .iter()
+            .enumerate()
+            .filter_map(|(j, c)| {
+                let me = format!("node-{j}");
+                (crate::l2::election::owner(c.iter(), ip) == Some(me.as_str())).then_some(me)
+            })
+            .collect()
+    }
+
+    /// Cluster sizes 2 to 5, with the fault present since the start (gossip never heard a
+    /// peer where it cuts everything) or appearing later.
+    fn worlds() -> impl Iterator<Item = (bool, usize)> {
+        [false, true]
+            .into_iter()
+            .flat_map(|ever| (2..=5).map(move |n| (ever, n)))
+    }
+
+    fn assert_one_owner(what: &str, views: &[BTreeSet<String>]) {
+        for last in 1..=40u8 {
+            let ip = IpAddr::from([192, 0, 2, last]);
+            let o = owners(views, ip);
+            assert_eq!(
+                o.len(),
+                1,
+                "{what}: {ip} owned by {o:?}; candidates {views:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_owner_when_one_speaker_has_another_secret() {
+        // Failed before: the speaker with the other secret hears nobody, decides from
+        // Kubernetes alone and elects itself for some IPs the others also announce.
+        for (ever, n) in worlds() {
+            for odd in 0..n {
+                // The secret is read at start: the odd one has just restarted.
+                let ever_heard = |i| ever && i != odd;
+                let v = views(
+                    ever_heard,
+                    n,
+                    |_, _| true,
+                    |i| u8::from(i == odd),
+                    |_| false,
+                );
+                assert_one_owner(
+                    &format!("ever heard {ever}, {n} speakers, node-{odd} with another secret"),
+                    &v,
+                );
+            }
+        }
+        // Every speaker with its own secret: all decide from Kubernetes and agree.
+        for ever in [false, true] {
+            let v = views(|_| ever, 4, |_, _| true, |i| i as u8, |_| false);
+            assert_one_owner("every secret different", &v);
+        }
+    }
+
+    #[test]
+    fn one_owner_when_udp_is_one_way() {
+        // Failed before for a lost path between two of three: the speaker that does not hear
+        // the other elects without it, the others with it.
+        for (ever, n) in worlds() {
+            for a in 0..n {
+                for b in 0..n {
+                    if a == b {
+                        continue;
+                    }
+                    let v = views(|_| ever, n, |i, j| !(i == a && j == b), |_| 0, |_| false);
+                    assert_one_owner(
+                        &format!("ever heard {ever}, {n} speakers, node-{a} -> node-{b} lost"),
+                        &v,
+                    );
+                }
+                let v = views(|_| ever, n, |i, _| i != a, |_| 0, |_| false);
+                assert_one_owner(
+                    &format!("ever heard {ever}, {n} speakers, nothing from node-{a} arrives"),
+                    &v,
+                );
+                let v = views(|_| ever, n, |_, j| j != a, |_| 0, |_| false);
+                assert_one_owner(
+                    &format!("ever heard {ever}, {n} speakers, nothing reaches node-{a}"),
+                    &v,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn one_owner_when_a_clock_went_back() {
+        // Failed before: the others refuse the rebooted speaker's heartbeats (older
+        // incarnation) while it hears them all and elects itself.
+        for (ever, n) in worlds() {
+            for odd in 0..n {
+                let v = views(|_| ever, n, |_, _| true, |_| 0, |i| i == odd);
+                assert_one_owner(
+                    &format!("ever heard {ever}, {n} speakers, node-{odd}'s clock went back"),
+                    &v,
+                );
+            }
+        }
     }
 
     #[test]
