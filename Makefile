@@ -9,7 +9,7 @@ all: test
 ## System packages the suites need (Debian), installed only when missing.
 deps:
 	@missing=""; \
-	for p in openssl:openssl ip:iproute2 flock:util-linux setpriv:util-linux arping:arping ndisc6:ndisc6 tcpdump:tcpdump curl:curl stdbuf:coreutils ping:iputils-ping sysctl:procps setcap:libcap2-bin \
+	for p in openssl:openssl ip:iproute2 flock:util-linux setpriv:util-linux arping:arping ndisc6:ndisc6 tcpdump:tcpdump curl:curl stdbuf:coreutils ping:iputils-ping sysctl:procps setcap:libcap2-bin nft:nftables faketime:faketime \
 	         gobgpd:gobgpd gobgp:gobgpd bird:bird2 birdc:bird2 exabgp:exabgp vtysh:frr; do \
 	  command -v $${p%%:*} >/dev/null 2>&1 || missing="$$missing $${p##*:}"; \
 	done; \

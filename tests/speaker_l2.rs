@@ -448,19 +448,22 @@ async fn without_gossip_from_a_mounted_config_file() -> Result<()> {
     write(layer2)?;
     let file = dir.join("config");
     let file = file.to_string_lossy().to_string();
-    for i in 0..2 {
-        lab.start_speaker(i, &["--ml-bindaddr=", "--config-file", &file])?;
-    }
+    // Gossip off: node 0 has no gossip address, node 1 no memberlist secret (unauthenticated
+    // heartbeats could be forged, so the speaker does not start the gossip).
+    lab.start_speaker(0, &["--ml-bindaddr=", "--config-file", &file])?;
+    lab.start_speaker(1, &["--ml-secret-key=", "--config-file", &file])?;
     lab.service("web", json!({}), &[0, 1]).await?;
     let ip = lab.wait_ip("web").await?;
     let owner = lab.owner_index(&[0, 1], ip)?;
     lab.wait_arp_owner(ip, owner).await?;
-    let log = std::fs::read_to_string(&lab.nodes[owner].log).unwrap_or_default();
-    ensure!(
-        log.contains("not starting fast dead node detection"),
-        "gossip should be off:{}",
-        lab.logs()
-    );
+    lab.wait_log(0, 0, "not starting fast dead node detection")
+        .await?;
+    lab.wait_log(
+        1,
+        0,
+        "not starting fast dead node detection (gossip): no ml-secret-key",
+    )
+    .await?;
     // Kubernetes says the owner's speaker is not ready: the other node takes over.
     lab.set_pod_ready(owner, false).await?;
     lab.wait_arp_owner(ip, 1 - owner).await?;
@@ -474,5 +477,167 @@ async fn without_gossip_from_a_mounted_config_file() -> Result<()> {
         .await?;
     write(layer2)?;
     lab.wait_arp_owner(ip, owner).await?;
+    Ok(())
+}
+
+/// Three speakers with gossip; `odd` is the one that wins `ip` among all three, `next` the one
+/// that wins it among the other two.
+async fn fencing_lab(tag: &str, pool: &str) -> Result<(Lab, std::net::IpAddr, usize, usize)> {
+    let lab = Lab::new(tag, 3, MetallbRbac::V0_12_1).await?;
+    lab.set_config(&format!(
+        "address-pools:\n- name: l2\n  protocol: layer2\n  addresses: [{pool}]\n"
+    ))
+    .await?;
+    lab.service("web", json!({}), &[0, 1, 2]).await?;
+    let ip = lab.wait_ip("web").await?;
+    let odd = lab.owner_index(&[0, 1, 2], ip)?;
+    let rest: Vec<usize> = (0..3).filter(|i| *i != odd).collect();
+    let next = lab.owner_index(&rest, ip)?;
+    Ok((lab, ip, odd, next))
+}
+
+/// Five ARP requests, every answer from node `want` (two owners show as two answers each).
+fn assert_only_owner(lab: &Lab, ip: std::net::IpAddr, want: usize, when: &str) -> Result<()> {
+    let macs = lab.arping(ip, 5)?;
+    ensure!(
+        macs.len() == 5 && macs.iter().all(|m| lab.index_of_mac(m) == Some(want)),
+        "{when}: wanted only {} to answer for {ip}, got {macs:?}; logs: {}",
+        lab.nodes[want].name,
+        lab.logs()
+    );
+    Ok(())
+}
+
+/// A speaker started with another memberlist secret (a rotation half-way) hears nobody and is
+/// heard by nobody. It reads in the others' heartbeats (which it cannot authenticate) that
+/// they elect without it, and stays out: one owner per IP. Before the fix it elected from the
+/// Kubernetes signals alone and answered for the IPs it wins among all three, beside the
+/// owner the other two elected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "requires root + netns; run by make test"]
+async fn another_secret_never_gives_an_ip_two_owners() -> Result<()> {
+    let (mut lab, ip, odd, next) = fencing_lab("l2s", "203.0.113.144/28").await?;
+    for i in (0..3).filter(|i| *i != odd) {
+        lab.start_speaker(i, &[])?;
+    }
+    lab.wait_arp_owner(ip, next).await?;
+    lab.start_speaker(odd, &["--ml-secret-key", "rotated"])?;
+    // It has decided, alone (the old code said the same) ...
+    lab.wait_log(odd, 0, "Hearing less than half of the speakers")
+        .await?;
+    // ... and stays out.
+    assert_only_owner(&lab, ip, next, "one speaker with another secret")?;
+    lab.wait_log(odd, 0, "do not hear this one").await?;
+    lab.wait_metric(
+        odd,
+        |m| {
+            m.lines().any(|l| {
+                l.starts_with("metallb_rs_speaker_gossip_rejected_total{reason=\"bad_tag\"}")
+            })
+        },
+        "heartbeats of the other secret rejected",
+    )
+    .await?;
+    // With the cluster's secret it owns the IP again: its silence was the rule at work.
+    lab.sigterm(odd).await?;
+    lab.start_speaker(odd, &[])?;
+    lab.wait_arp_owner(ip, odd).await?;
+    Ok(())
+}
+
+/// UDP from the owner to one other speaker is lost (an nftables rule in that node's netns),
+/// everything else works. The speaker that no longer hears the owner still counts it, because
+/// the third speaker's heartbeats say they hear it: one owner. Before the fix that speaker
+/// elected without the owner and answered for the IP too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "requires root + netns; run by make test"]
+async fn one_way_udp_never_gives_an_ip_two_owners() -> Result<()> {
+    let (mut lab, ip, odd, next) = fencing_lab("l2w", "203.0.113.160/28").await?;
+    lab.start_all()?;
+    lab.wait_arp_owner(ip, odd).await?;
+    let from = lab.log_len(next);
+    let (netns, src) = (lab.nodes[next].netns.clone(), lab.nodes[odd].addr.clone());
+    let nft = |args: &str| -> Result<String> {
+        let argv: Vec<&str> = ["nft"].into_iter().chain(args.split(' ')).collect();
+        in_ns(&netns, &argv)
+    };
+    nft("add table inet lab")?;
+    nft("add chain inet lab in { type filter hook input priority 0 ; }")?;
+    nft(&format!(
+        "add rule inet lab in ip saddr {src} udp dport 7946 drop"
+    ))?;
+    // `next` hears the owner no more (the condition that gave two owners) ...
+    lab.wait_log(next, from, "Speaker dead").await?;
+    // ... and the owner alone answers.
+    assert_only_owner(&lab, ip, odd, "UDP lost from the owner to another speaker")?;
+    // The path heals: still one owner; then the owner dies and `next` takes over.
+    nft("delete table inet lab")?;
+    lab.wait_log(next, from, "Speaker alive").await?;
+    assert_only_owner(&lab, ip, odd, "healed")?;
+    lab.kill9(odd).await?;
+    lab.wait_arp_owner(ip, next).await?;
+    Ok(())
+}
+
+/// libfaketime, installed by `make deps` (Debian's `faketime`).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The owner's clock runs an hour ahead, then it restarts with the right time (NTP fixed the
+/// clock across a reboot): its wall clock went back, so its new incarnation is older than the
+/// one its peers recorded, and they refuse its heartbeats while it hears them. Their reports
+/// say nobody hears it, and it stays out: one owner. Before the fix it elected itself beside
+/// the owner the others elected. (The clock goes ahead first, not back after, so that TLS to
+/// the apiserver stays valid: the harness's certificates start when the cluster starts.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "requires root + netns; run by make test"]
+async fn a_clock_gone_back_never_gives_an_ip_two_owners() -> Result<()> {
+    ensure!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: run `make deps` (installs Debian's faketime)"
+    );
+    let (mut lab, ip, odd, next) = fencing_lab("l2t", "203.0.113.176/28").await?;
+    for i in (0..3).filter(|i| *i != odd) {
+        lab.start_speaker(i, &[])?;
+    }
+    lab.start_speaker_with_env(
+        odd,
+        "debug",
+        &[],
+        &[
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME", "+3600"),
+            ("DONT_FAKE_MONOTONIC", "1"),
+        ],
+    )?;
+    lab.wait_arp_owner(ip, odd).await?;
+    lab.kill9(odd).await?;
+    lab.wait_arp_owner(ip, next).await?;
+    lab.start_speaker(odd, &[])?;
+    // It decided hearing both peers (so it trusts its gossip); they refuse it as stale ...
+    lab.wait_metric(
+        odd,
+        |m| m.lines().any(|l| l == "metallb_rs_speaker_members_alive 3"),
+        "the restarted speaker hears both peers",
+    )
+    .await?;
+    lab.wait_metric(
+        next,
+        |m| {
+            m.lines().any(|l| {
+                l.starts_with(
+                    "metallb_rs_speaker_gossip_rejected_total{reason=\"stale_incarnation\"}",
+                )
+            })
+        },
+        "the restarted speaker's heartbeats refused as stale",
+    )
+    .await?;
+    // ... and `next` alone answers.
+    assert_only_owner(
+        &lab,
+        ip,
+        next,
+        "the owner restarted with its clock gone back",
+    )?;
     Ok(())
 }

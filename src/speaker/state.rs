@@ -269,6 +269,7 @@ impl State {
                                 .collect(),
                         );
                     }
+                    self.tell_gossip();
                 }
                 None => {
                     self.api_ok = false;
@@ -405,12 +406,7 @@ impl State {
             self.mode = mode;
         }
         self.metrics.fenced.set(i64::from(mode == Mode::Fenced));
-        if let Some(g) = &self.gossip {
-            g.set_local(Local {
-                expected: self.world.speaker_nodes(),
-                trusts_gossip: mode == Mode::Normal,
-            });
-        }
+        self.tell_gossip();
         let unheard_by = self
             .gossip_view
             .as_ref()
@@ -458,6 +454,18 @@ impl State {
         };
         self.push(plan, &live).await;
         self.decide_bgp(&config).await;
+    }
+
+    /// Tells the gossip what its heartbeats carry besides liveness: the listed speakers (from
+    /// the first Pods list on, so that reports received before the first election already
+    /// count) and whether this speaker elects from its gossip (only once it elects at all).
+    fn tell_gossip(&self) {
+        if let Some(g) = &self.gossip {
+            g.set_local(Local {
+                expected: self.world.speaker_nodes(),
+                trusts_gossip: self.started && self.mode == Mode::Normal,
+            });
+        }
     }
 
     /// Every IP this node announces (layer 2 and BGP), with its services.

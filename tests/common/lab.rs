@@ -307,6 +307,17 @@ impl Lab {
         level: &str,
         extra: &[&str],
     ) -> Result<()> {
+        self.start_speaker_with_env(i, level, extra, &[])
+    }
+
+    /// [`Lab::start_speaker_with_log_level`] with extra environment variables.
+    pub(crate) fn start_speaker_with_env(
+        &mut self,
+        i: usize,
+        level: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<()> {
         let n = &self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -333,6 +344,7 @@ impl Lab {
             .env("METALLB_ML_BIND_ADDR", &n.addr)
             .env("METALLB_ML_LABELS", "app=metallb,component=speaker")
             .env("METALLB_ML_SECRET_KEY", format!("secret-{}", self.ns))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             // Logs go to stdout (as MetalLB's); panics and exit errors to stderr: keep both.
             .stdout(log.try_clone()?)
@@ -573,6 +585,29 @@ impl Lab {
             }
             ensure!(t.elapsed() < WAIT, "{ip} still answered {why}");
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Length of node `i`'s speaker log so far (to wait for lines written after it).
+    pub(crate) fn log_len(&self, i: usize) -> usize {
+        std::fs::read_to_string(&self.nodes[i].log).map_or(0, |l| l.len())
+    }
+
+    /// Wait until node `i`'s speaker log has a line containing `needle` after byte `from`.
+    pub(crate) async fn wait_log(&self, i: usize, from: usize, needle: &str) -> Result<()> {
+        let t = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+            if log.get(from..).is_some_and(|l| l.contains(needle)) {
+                return Ok(());
+            }
+            ensure!(
+                t.elapsed() < WAIT,
+                "no {needle:?} in {} within {WAIT:?}; logs: {}",
+                self.nodes[i].log.display(),
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
