@@ -9,6 +9,9 @@ mod cluster;
 #[path = "common/faultproxy.rs"]
 mod faultproxy;
 
+#[path = "common/httpfault.rs"]
+mod httpfault;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -23,6 +26,7 @@ use serde_json::json;
 
 use cluster::{Cluster, MetallbRbac, Options};
 use faultproxy::{Fault, FaultProxy};
+use httpfault::{Answer, HttpFault, Rule};
 
 const CONFIG: &str =
     "address-pools:\n- name: default\n  protocol: layer2\n  addresses: [203.0.113.0/27]\n";
@@ -56,17 +60,17 @@ impl Env {
         })
     }
 
-    /// The controller, talking to `server` (the apiserver or a proxy in front of it).
-    fn controller(&self, dir: &Path, server: Option<SocketAddr>) -> Result<tokio::process::Child> {
+    /// The controller, talking to `server` (the apiserver or a proxy in front of it, a URL).
+    fn controller(&self, dir: &Path, server: Option<String>) -> Result<tokio::process::Child> {
         let mut kubeconfig = self.kubeconfig.clone();
-        if let Some(addr) = server {
+        if let Some(url) = server {
             let mut kc: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&self.kubeconfig)?)?;
             let clusters = kc["clusters"]
                 .as_array_mut()
                 .ok_or_else(|| anyhow!("no clusters in the kubeconfig"))?;
             for c in clusters {
-                c["cluster"]["server"] = json!(format!("https://{addr}"));
+                c["cluster"]["server"] = json!(url);
             }
             kubeconfig = dir.join(format!("kubeconfig-{}-proxied", self.ns));
             std::fs::write(&kubeconfig, serde_json::to_vec(&kc)?)?;
@@ -145,7 +149,7 @@ async fn half_open_reset_and_slow_connections_move_no_ip() -> Result<()> {
         .parse()
         .context("apiserver address")?;
     let proxy = FaultProxy::start(upstream).await?;
-    let _ctl = env.controller(cluster.dir(), Some(proxy.addr()))?;
+    let _ctl = env.controller(cluster.dir(), Some(format!("https://{}", proxy.addr())))?;
     for i in 0..5 {
         env.create(&format!("a{i}")).await?;
     }
@@ -227,6 +231,79 @@ async fn etcd_paused_for_20_seconds_moves_no_ip() -> Result<()> {
         }
     }
     env.wait_ip("during").await?;
+    env.check(&before).await?;
+    Ok(())
+}
+
+/// Apiserver errors on the status writes (503, 500, 409 Conflict, 403 from an admission
+/// webhook) and a watch that ends in `410 Gone`, injected at the HTTP level between the
+/// controller and `kubectl proxy` (which holds the controller's identity): each failed write
+/// is retried with back-off until it lands, the watch relists, and nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_errors_and_gone_watches_move_no_ip() -> Result<()> {
+    let cluster = Cluster::shared()?;
+    let env = Env::new(cluster, "fault-http").await?;
+    let (_kubectl, upstream) = httpfault::kubectl_proxy(cluster.kubectl(), &env.kubeconfig).await?;
+    let proxy = HttpFault::start(upstream).await?;
+    let _ctl = env.controller(cluster.dir(), Some(format!("http://{}", proxy.addr())))?;
+    let log = cluster.dir().join(format!("controller-{}.log", env.ns));
+    let with_log = |e: anyhow::Error| {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        anyhow!("{e:#}; controller log (last lines first):\n{}", tail.join("\n"))
+    };
+    for i in 0..3 {
+        env.create(&format!("h{i}")).await?;
+    }
+    for i in 0..3 {
+        env.wait_ip(&format!("h{i}")).await.map_err(with_log)?;
+    }
+    let mut before = env.check(&BTreeMap::new()).await?;
+    let status_write = |answer, count| Rule {
+        methods: &["PATCH", "PUT"],
+        contains: vec![
+            format!("/namespaces/{}/services/", env.ns),
+            "/status".into(),
+        ],
+        answer,
+        count,
+    };
+
+    for (name, answer, count) in [
+        ("unavailable", Answer::Status(503, "ServiceUnavailable"), 3),
+        ("internal", Answer::Status(500, "InternalError"), 2),
+        ("conflict", Answer::Status(409, "Conflict"), 2),
+        ("denied", Answer::Status(403, "Forbidden"), 1),
+    ] {
+        let was = proxy.injected().len();
+        proxy.add(status_write(answer, count));
+        env.create(name).await?;
+        env.wait_ip(name).await.map_err(with_log)?;
+        let hit = proxy.injected().len() - was;
+        ensure!(
+            hit == count,
+            "{name}: {hit} of {count} injected {answer:?} answers were used: {:?}",
+            proxy.injected()
+        );
+        before = env.check(&before).await?;
+    }
+
+    // Every open connection ends; the Services watch comes back and gets 410 Gone.
+    let was = proxy.injected().len();
+    proxy.add(Rule {
+        methods: &["GET"],
+        contains: vec!["/services".into(), "watch=".into()],
+        answer: Answer::WatchGone,
+        count: 1,
+    });
+    proxy.cut_all();
+    let t = tokio::time::Instant::now();
+    while proxy.injected().len() == was {
+        ensure!(t.elapsed() < CONVERGE, "the Services watch never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.create("after-gone").await?;
+    env.wait_ip("after-gone").await.map_err(with_log)?;
     env.check(&before).await?;
     Ok(())
 }

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, ensure};
 use cluster::MetallbRbac;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use lab::{Lab, WAIT, in_ns};
 use serde_json::json;
@@ -153,22 +152,8 @@ async fn partition_fences_the_cut_off_node() -> Result<()> {
     let mut lab = Lab::new("l2p", 3, MetallbRbac::V0_12_1).await?;
     // Our manifest's extra: Pods `watch` (MetalLB's grants `list` only). The speakers then
     // watch Pods, and the list is only their apiserver probe while they hear a minority.
-    let role: Role = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": "pod-watcher"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["watch"]}],
-    }))?;
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "pod-watcher"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-watcher"},
-        "subjects": [{"kind": "ServiceAccount", "name": "speaker", "namespace": lab.ns}],
-    }))?;
-    Api::<Role>::namespaced(lab.admin.clone(), &lab.ns)
-        .create(&PostParams::default(), &role)
-        .await?;
-    Api::<RoleBinding>::namespaced(lab.admin.clone(), &lab.ns)
-        .create(&PostParams::default(), &binding)
+    lab.cluster
+        .grant_speaker_pod_watch(&lab.admin, &lab.ns)
         .await?;
     lab.set_config(
         "address-pools:\n- name: l2\n  protocol: layer2\n  addresses: [203.0.113.32/27]\n",

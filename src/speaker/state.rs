@@ -380,7 +380,7 @@ impl State {
         let known = self.world.known_speakers(&self.me);
         let gossip_alive = self.gossip_view.as_ref().map(|v| &v.alive);
         let mode = world::mode(
-            gossip_alive.map(|a| a.len()),
+            gossip_alive.map(|a| self.world.listed_alive(&self.me, a).len()),
             known,
             self.api_ok,
             self.heard_ever.len() > 1,

@@ -130,8 +130,9 @@ impl World {
         match (mode, gossip) {
             (Mode::Fenced, _) => BTreeSet::new(),
             (Mode::Normal, Some(v)) => {
+                let alive = self.listed_alive(me, &v.alive);
                 let heard =
-                    liveness::heard_by_majority(me, &v.alive, &v.reports, &self.speaker_nodes());
+                    liveness::heard_by_majority(me, &alive, &v.reports, &self.speaker_nodes());
                 self.live_speakers(me, Some(&heard))
             }
             (Mode::Normal, None) => self.live_speakers(me, None),
@@ -142,6 +143,21 @@ impl World {
                 }
                 live
             }
+        }
+    }
+
+    /// The speakers of a gossip alive set that Kubernetes lists (and `me`): only they count
+    /// towards a majority, so that a key holder outside the cluster's speaker Pods (a stale
+    /// Pod's node, another cluster sharing the secret) can neither keep a cut-off speaker
+    /// unfenced nor sway the election. All of them while the Pods list is unavailable.
+    pub fn listed_alive(&self, me: &str, alive: &BTreeSet<String>) -> BTreeSet<String> {
+        match &self.pods {
+            None => alive.clone(),
+            Some(pods) => alive
+                .iter()
+                .filter(|n| *n == me || pods.values().any(|p| &p.node == *n))
+                .cloned()
+                .collect(),
         }
     }
 
@@ -769,6 +785,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn only_listed_speakers_count_towards_a_majority() {
+        // Failed before: "x" and "y" (alive in gossip, not listed) made "a" hear 3 of 3 known
+        // although it hears none of its listed peers; cut off from the apiserver, it was not
+        // fenced.
+        let w = world(&[("a", true), ("b", true), ("c", true)]);
+        let alive = set(&["a", "x", "y"]);
+        assert_eq!(w.listed_alive("a", &alive), set(&["a"]));
+        let heard = w.listed_alive("a", &alive).len();
+        assert_eq!(
+            mode(Some(heard), w.known_speakers("a"), false, true),
+            Mode::Fenced
+        );
+        let view = LiveView {
+            alive,
+            peers_known: 2,
+            reports: BTreeMap::new(),
+            unheard_by: BTreeSet::new(),
+        };
+        assert_eq!(w.candidates("a", Mode::Normal, Some(&view)), set(&["a"]));
     }
 
     #[test]

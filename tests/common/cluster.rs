@@ -443,6 +443,28 @@ impl Cluster {
 impl Cluster {
     /// Apply `manifests/rbac-crd-mode.yaml` with `ns` standing in for `metallb-system`; return
     /// once the controller's and the speaker's accounts may list IPAddressPools.
+    /// Our manifest's extra over MetalLB's speaker RBAC: `watch` on Pods in `ns`.
+    pub(crate) async fn grant_speaker_pod_watch(&self, admin: &Client, ns: &str) -> Result<()> {
+        let role: Role = serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "pod-watcher"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["watch"]}],
+        }))?;
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "pod-watcher"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-watcher"},
+            "subjects": [{"kind": "ServiceAccount", "name": "speaker", "namespace": ns}],
+        }))?;
+        Api::<Role>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &role)
+            .await?;
+        Api::<RoleBinding>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &binding)
+            .await?;
+        Ok(())
+    }
+
     pub(crate) async fn install_crd_mode_rbac(&self, admin: &Client, ns: &str) -> Result<()> {
         self.apply_rbac_manifest(admin, "manifests/rbac-crd-mode.yaml", ns)
             .await?;
