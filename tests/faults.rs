@@ -250,7 +250,10 @@ async fn http_errors_and_gone_watches_move_no_ip() -> Result<()> {
     let with_log = |e: anyhow::Error| {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(30).collect();
-        anyhow!("{e:#}; controller log (last lines first):\n{}", tail.join("\n"))
+        anyhow!(
+            "{e:#}; controller log (last lines first):\n{}",
+            tail.join("\n")
+        )
     };
     for i in 0..3 {
         env.create(&format!("h{i}")).await?;

@@ -626,3 +626,53 @@ async fn a_clock_gone_back_never_gives_an_ip_two_owners() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// A rolling upgrade between two of our versions (the two speaker Pods run different images)
+/// while gossip is broken (here: each has another memberlist secret, so neither ever hears the
+/// other). Neither yields to the other, as they would if any unheard image counted as a Go
+/// speaker (everything silent), and the two agree from Kubernetes signals: one owner. A Pod
+/// running MetalLB's Go speaker image is still yielded to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "requires root + netns; run by make test"]
+async fn broken_gossip_upgrade_between_our_versions_keeps_one_owner() -> Result<()> {
+    let mut lab = Lab::new("l2u", 2, MetallbRbac::V0_12_1).await?;
+    lab.set_config(
+        "address-pools:\n- name: l2\n  protocol: layer2\n  addresses: [203.0.113.192/28]\n",
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(lab.admin.clone(), &lab.ns);
+    let set_image = |i: usize, image: &'static str| {
+        let pods = pods.clone();
+        async move {
+            pods.patch(
+                &format!("speaker-{i}"),
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"spec": {"containers": [{"name": "speaker", "image": image}]}}),
+                ),
+            )
+            .await
+        }
+    };
+    set_image(0, "quay.io/metallb-rs/speaker:v2").await?;
+    set_image(1, "quay.io/metallb-rs/speaker:v1").await?;
+    lab.service("web", json!({}), &[0, 1]).await?;
+    let ip = lab.wait_ip("web").await?;
+    let owner = lab.owner_index(&[0, 1], ip)?;
+    lab.start_speaker(0, &["--ml-secret-key", "new"])?;
+    lab.start_speaker(1, &["--ml-secret-key", "old"])?;
+    lab.wait_arp_owner(ip, owner).await?;
+    assert_only_owner(&lab, ip, owner, "two of our versions, gossip broken")?;
+    // Node 1's Pod now runs MetalLB's Go speaker image: node 0 yields to it and answers
+    // nothing (node 1 runs our binary here, so it answers only if it wins the IP).
+    let from = lab.log_len(0);
+    set_image(1, "quay.io/metallb/speaker:v0.12.1").await?;
+    lab.wait_log(0, from, "MetalLB Go speakers are still Ready")
+        .await?;
+    let macs = lab.arping(ip, 3)?;
+    ensure!(
+        macs.iter().all(|m| lab.index_of_mac(m) == Some(1)),
+        "node 0 answered while a Go speaker is Ready: {macs:?}"
+    );
+    Ok(())
+}
