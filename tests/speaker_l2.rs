@@ -159,8 +159,6 @@ async fn partition_fences_the_cut_off_node() -> Result<()> {
         "address-pools:\n- name: l2\n  protocol: layer2\n  addresses: [203.0.113.32/27]\n",
     )
     .await?;
-    // The authorizer's cache takes a moment to see the new binding.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     lab.start_all()?;
     lab.service("web", json!({}), &[0, 1, 2]).await?;
     let ip = lab.wait_ip("web").await?;

@@ -10,7 +10,8 @@
 //! - its speaker Pod is listed, Ready and not being deleted (when the Pods list is available);
 //! - its Node is not NotReady/Unknown and has no `node.kubernetes.io/out-of-service` taint
 //!   (a Node we have not seen gives no evidence and does not exclude);
-//! - the liveness gossip says it is alive (when gossip runs; without gossip the Kubernetes
+//! - a majority of the speakers hears it, by the hearing reports the liveness gossip carries
+//!   ([`World::candidates`]; when gossip runs and is trusted; without gossip the Kubernetes
 //!   signals alone decide, which fixes MetalLB #2005: `Cluster` services are announced even
 //!   without memberlist);
 //! - optionally (`--honour-exclude-lb-label`), its Node lacks the

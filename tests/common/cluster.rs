@@ -443,7 +443,8 @@ impl Cluster {
 impl Cluster {
     /// Apply `manifests/rbac-crd-mode.yaml` with `ns` standing in for `metallb-system`; return
     /// once the controller's and the speaker's accounts may list IPAddressPools.
-    /// Our manifest's extra over MetalLB's speaker RBAC: `watch` on Pods in `ns`.
+    /// Our manifest's extra over MetalLB's speaker RBAC: `watch` on Pods in `ns`, effective
+    /// when this returns.
     pub(crate) async fn grant_speaker_pod_watch(&self, admin: &Client, ns: &str) -> Result<()> {
         let role: Role = serde_json::from_value(json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
@@ -462,7 +463,10 @@ impl Cluster {
         Api::<RoleBinding>::namespaced(admin.clone(), ns)
             .create(&PostParams::default(), &binding)
             .await?;
-        Ok(())
+        // The authorizer's cache takes a moment to see the new binding.
+        let user = format!("system:serviceaccount:{ns}:speaker");
+        let rule = json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["watch"]});
+        wait_for_access(admin, &user, &rule, Some(ns)).await
     }
 
     pub(crate) async fn install_crd_mode_rbac(&self, admin: &Client, ns: &str) -> Result<()> {
