@@ -17,7 +17,7 @@
 //! `kill -9`: peers see this speaker dead after `dead_after`. [`Gossip::leave`] sends the
 //! `LEAVING` heartbeat three times first, so peers drop it at once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,8 +30,6 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
-
-use std::collections::BTreeMap;
 
 use super::liveness::{Change, MAX_DATAGRAM, Membership, Params, RejectReason, Report};
 
