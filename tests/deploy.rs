@@ -1316,11 +1316,7 @@ impl Deployed {
         lab.wait_arp_owner(ip, owner)
             .await
             .with_context(|| self.logs())?;
-        let macs = lab.arping(ip, 3)?;
-        ensure!(
-            macs.len() == 3 && macs.iter().all(|m| lab.index_of_mac(m) == Some(owner)),
-            "answers for {ip}: {macs:?}"
-        );
+        lab.assert_only_owner(ip, owner, 3, "announced")?;
         let line = format!(
             "metallb_speaker_announced{{ip=\"{ip}\",node=\"{}\",protocol=\"layer2\",service=\"{}/web\"}} 1",
             lab.nodes[owner].name, lab.ns

@@ -576,6 +576,26 @@ impl Lab {
         }
     }
 
+    /// ARP for `ip`, `count` requests: answered, and only by node `want`. A second owner shows
+    /// as answers from another MAC. The number of answers is not checked: on a loaded machine
+    /// a reply may miss arping's deadline.
+    pub(crate) fn assert_only_owner(
+        &self,
+        ip: IpAddr,
+        want: usize,
+        count: u32,
+        when: &str,
+    ) -> Result<()> {
+        let macs = self.arping(ip, count)?;
+        ensure!(
+            !macs.is_empty() && macs.iter().all(|m| self.index_of_mac(m) == Some(want)),
+            "{when}: wanted only {} to answer for {ip}, got {macs:?}; logs: {}",
+            self.nodes[want].name,
+            self.logs()
+        );
+        Ok(())
+    }
+
     /// Wait until nobody answers ARP for `ip` (`why`: what should have silenced it).
     pub(crate) async fn wait_arp_silent(&self, ip: IpAddr, why: &str) -> Result<()> {
         let t = Instant::now();
