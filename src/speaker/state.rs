@@ -92,17 +92,22 @@ impl State {
                     if matches!(input, Input::Shutdown) {
                         break;
                     }
-                    self.apply(input).await;
+                    let mut changed = self.apply(input).await;
                     let mut applied = 1;
                     // Fold everything already queued before deciding once.
                     while let Ok(more) = rx.try_recv() {
                         if matches!(more, Input::Shutdown) {
                             return self.shutdown().await;
                         }
-                        self.apply(more).await;
+                        changed |= self.apply(more).await;
                         applied += 1;
                     }
-                    self.decide().await;
+                    // A Pods poll or gossip view equal to the last one decides nothing new:
+                    // deciding over thousands of Services every poll period would churn
+                    // megabytes of temporaries for nothing (BENCHMARKS.md, speaker memory).
+                    if changed || !self.started {
+                        self.decide().await;
+                    }
                     // After a burst (start-up, a relist, a mass change) hand its memory back.
                     churn += applied;
                     if churn >= TRIM_AFTER_INPUTS {
@@ -147,7 +152,9 @@ impl State {
         Ok(())
     }
 
-    pub(super) async fn apply(&mut self, input: Input) {
+    /// Fold one input into the state. False when it cannot change a decision (a Pods list,
+    /// probe or gossip view equal to the last one); true otherwise.
+    pub(super) async fn apply(&mut self, input: Input) -> bool {
         self.client_metrics.updates.inc();
         match input {
             Input::Config(c) => {
@@ -217,7 +224,7 @@ impl State {
                             .endpoints
                             .entry(svc)
                             .or_default()
-                            .insert(slice, nodes);
+                            .set(&slice, nodes);
                     }
                     None => self.remove_slice(&slice, &svc),
                 }
@@ -226,9 +233,9 @@ impl State {
                 self.mark_seen(Kind_::Endpoints, &key);
                 match nodes {
                     Some(nodes) => {
-                        self.world
-                            .endpoints
-                            .insert(key, BTreeMap::from([("endpoints".to_string(), nodes)]));
+                        let mut ready = world::ReadyNodes::default();
+                        ready.set("endpoints", nodes);
+                        self.world.endpoints.insert(key, ready);
                     }
                     None => {
                         self.world.endpoints.remove(&key);
@@ -239,10 +246,14 @@ impl State {
                 self.mark_seen(Kind_::Nodes, &name);
                 match info {
                     Some((i, labels)) => {
+                        let same_labels = labels.as_ref().is_none_or(|l| *l == self.my_labels);
                         if let Some(l) = labels {
                             self.my_labels = l;
                         }
-                        self.world.nodes.insert(name, i);
+                        // Kubelets rewrite Node status every few minutes without a change here.
+                        if self.world.nodes.insert(name, i) == Some(i) && same_labels {
+                            return false;
+                        }
                     }
                     None => {
                         if name == self.me {
@@ -254,6 +265,9 @@ impl State {
             }
             Input::Pods(result) => match result {
                 Some(pods) => {
+                    if self.api_ok && self.pods_seen && self.world.pods == pods {
+                        return false;
+                    }
                     self.api_ok = true;
                     self.pods_seen = true;
                     self.world.pods = pods;
@@ -269,17 +283,20 @@ impl State {
                     }
                 }
                 None => {
-                    self.api_ok = false;
                     self.client_metrics.update_errors.inc();
+                    return std::mem::replace(&mut self.api_ok, false);
                 }
             },
             Input::Api(ok) => {
-                self.api_ok = ok;
                 if !ok {
                     self.client_metrics.update_errors.inc();
                 }
+                return std::mem::replace(&mut self.api_ok, ok) != ok;
             }
             Input::Live(view) => {
+                if self.gossip_view.as_ref() == Some(&view) {
+                    return false;
+                }
                 self.heard_ever.extend(view.alive.iter().cloned());
                 // A speaker we hear but have not listed yet (it just started): list again now,
                 // so both sides elect from the same set without waiting for the next poll.
@@ -301,6 +318,7 @@ impl State {
             }
             Input::Shutdown => {}
         }
+        true
     }
 
     pub(super) fn mark_seen(&mut self, kind: Kind_, key: &str) {
@@ -311,11 +329,10 @@ impl State {
 
     pub(super) fn remove_slice(&mut self, slice: &str, svc: &str) {
         self.slice_owner.remove(slice);
-        if let Some(by) = self.world.endpoints.get_mut(svc) {
-            by.remove(slice);
-            if by.is_empty() {
-                self.world.endpoints.remove(svc);
-            }
+        if let Some(by) = self.world.endpoints.get_mut(svc)
+            && by.remove(slice)
+        {
+            self.world.endpoints.remove(svc);
         }
     }
 

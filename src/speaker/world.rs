@@ -66,14 +66,48 @@ pub struct NodeInfo {
     pub exclude_lb: bool,
 }
 
+/// The nodes with a ready endpoint of one Service, by the EndpointSlice (or Endpoints object)
+/// that reported them. A list, not a map: most Services have one slice, and a map per Service
+/// costs a B-tree node of eleven slots, about a kilobyte with its set of nodes (BENCHMARKS.md,
+/// speaker memory).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadyNodes(Vec<Reported>);
+
+/// A slice's (or Endpoints object's) name and the nodes it reports.
+type Reported = (Box<str>, Box<[Box<str>]>);
+
+impl ReadyNodes {
+    /// What `source` reports now.
+    pub fn set(&mut self, source: &str, nodes: BTreeSet<String>) {
+        let nodes: Box<[Box<str>]> = nodes.into_iter().map(String::into_boxed_str).collect();
+        match self.0.iter_mut().find(|(s, _)| **s == *source) {
+            Some((_, n)) => *n = nodes,
+            None => {
+                self.0.push((source.into(), nodes));
+                self.0.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Forget what `source` reported; true when no source is left.
+    pub fn remove(&mut self, source: &str) -> bool {
+        self.0.retain(|(s, _)| **s != *source);
+        self.0.is_empty()
+    }
+
+    /// Every reported node (a node reported by two sources comes twice).
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().flat_map(|(_, n)| n.iter().map(|s| &**s))
+    }
+}
+
 /// Everything the speaker knows, keyed for cheap updates.
 #[derive(Debug, Clone, Default)]
 pub struct World {
     /// Services handled by us (LoadBalancer, our class), by `namespace/name`.
     pub services: BTreeMap<String, SvcInfo>,
-    /// Nodes with a ready endpoint, by service key then by the EndpointSlice (or Endpoints)
-    /// name that reported them.
-    pub endpoints: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+    /// Nodes with a ready endpoint, by service key.
+    pub endpoints: BTreeMap<String, ReadyNodes>,
     /// Speaker Pods by `namespace/name`; `None` while the Pods list is unavailable.
     pub pods: Option<BTreeMap<String, SpeakerPod>>,
     /// Nodes by name.
@@ -188,7 +222,7 @@ impl World {
                 ready_endpoint_nodes: self
                     .endpoints
                     .get(key)
-                    .map(|by_src| by_src.values().flatten().cloned().collect())
+                    .map(|r| r.nodes().map(str::to_string).collect())
                     .unwrap_or_default(),
             })
             .collect()
@@ -556,6 +590,23 @@ mod tests {
         let ip: IpAddr = "203.0.113.1".parse().expect("ip");
         assert!(crate::l2::election::elect(TrafficPolicy::Cluster, &nodes, &live, ip).is_some());
         assert!(crate::l2::election::elect(TrafficPolicy::Local, &nodes, &live, ip).is_none());
+    }
+
+    /// Each slice's report replaces its previous one; a service's nodes are the union over
+    /// its slices, and the last slice gone says so.
+    #[test]
+    fn ready_nodes_by_slice() {
+        let mut r = ReadyNodes::default();
+        r.set("s1", set(&["a", "b"]));
+        r.set("s2", set(&["c"]));
+        r.set("s1", set(&["b"]));
+        let nodes: BTreeSet<String> = r.nodes().map(str::to_string).collect();
+        assert_eq!(nodes, set(&["b", "c"]));
+        assert!(!r.remove("s1"));
+        assert!(!r.remove("unknown"));
+        assert_eq!(r.nodes().collect::<Vec<_>>(), ["c"]);
+        assert!(r.remove("s2"));
+        assert_eq!(r.nodes().count(), 0);
     }
 
     #[test]
