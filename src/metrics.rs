@@ -576,11 +576,25 @@ impl Announced {
         let help = self.desc.help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} gauge");
-        let esc = |v: &str| {
-            v.replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n")
-        };
+        // Label values rarely need escaping: no copy then (10,000 rows per scrape).
+        fn esc(v: &str) -> std::borrow::Cow<'_, str> {
+            if v.contains(['\\', '"', '\n']) {
+                v.replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n")
+                    .into()
+            } else {
+                v.into()
+            }
+        }
+        // One allocation of the final size (megabytes with 10,000 series), not a doubling
+        // chain through the allocator's heap.
+        let row = name.len() + r#"{ip="",node="",protocol="",service=""} 1"#.len() + 1;
+        out.reserve(
+            set.iter()
+                .map(|(s, p, n, i)| row + s.len() + p.len() + n.len() + i.len())
+                .sum(),
+        );
         // `gather` orders a family's series by their label values, labels sorted by name.
         let mut rows: Vec<_> = set.iter().collect();
         rows.sort_by(|a, b| (&a.3, &a.2, a.1, &a.0).cmp(&(&b.3, &b.2, b.1, &b.0)));
@@ -773,6 +787,7 @@ mod tests {
             ("ns/b", "bgp", "n1", "198.51.100.7"),
             ("ns/a", "layer2", "n1", "2001:db8::1"),
             ("ns/a", "layer2", "n1", "203.0.113.1"),
+            ("ns/c", "bgp", "odd\"node\\with\nescapes", "198.51.100.8"),
         ];
         let (vec_reg, ours_reg) = (Registry::new(), Registry::new());
         let vec = IntGaugeVec::new(
@@ -798,12 +813,12 @@ mod tests {
             ours.set(s, p, n, ip);
         }
         ours.set("ns/a", "layer2", "n1", "203.0.113.1");
-        assert_eq!(ours.len(), 3);
+        assert_eq!(ours.len(), 4);
         assert_eq!(only(render_ours(&ours_reg)), only(render(&vec_reg)));
         assert_eq!(
             only(render_ours(&ours_reg)).len(),
-            5,
-            "HELP, TYPE and 3 series"
+            6,
+            "HELP, TYPE and 4 series"
         );
         assert!(ours.remove("ns/b", "bgp", "n1", "198.51.100.7"));
         assert!(!ours.remove("ns/b", "bgp", "n1", "198.51.100.7"));
