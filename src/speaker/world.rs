@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -105,9 +106,9 @@ impl ReadyNodes {
 #[derive(Debug, Clone, Default)]
 pub struct World {
     /// Services handled by us (LoadBalancer, our class), by `namespace/name`.
-    pub services: BTreeMap<String, SvcInfo>,
+    pub services: BTreeMap<Arc<str>, SvcInfo>,
     /// Nodes with a ready endpoint, by service key.
-    pub endpoints: BTreeMap<String, ReadyNodes>,
+    pub endpoints: BTreeMap<Arc<str>, ReadyNodes>,
     /// Speaker Pods by `namespace/name`; `None` while the Pods list is unavailable.
     pub pods: Option<BTreeMap<String, SpeakerPod>>,
     /// Nodes by name.
@@ -117,6 +118,16 @@ pub struct World {
 }
 
 impl World {
+    /// The service key `key` as an `Arc` shared with the maps that already hold it (one copy of
+    /// each key however many maps and sets hold it: 10,000 Services make that megabytes).
+    pub fn key(&self, key: &str) -> Arc<str> {
+        self.services
+            .get_key_value(key)
+            .map(|(k, _)| k)
+            .or_else(|| self.endpoints.get_key_value(key).map(|(k, _)| k))
+            .map_or_else(|| key.into(), Arc::clone)
+    }
+
     /// The speakers that are live candidates. `me` is this speaker's node; `gossip` the
     /// gossip's alive set (`None` when gossip does not run).
     pub fn live_speakers(&self, me: &str, gossip: Option<&BTreeSet<String>>) -> BTreeSet<String> {
@@ -216,7 +227,7 @@ impl World {
         self.services
             .iter()
             .map(|(key, s)| L2Service {
-                key: key.clone(),
+                key: key.to_string(),
                 lb_ips: s.lb_ips.clone(),
                 policy: s.policy,
                 ready_endpoint_nodes: self
