@@ -266,8 +266,9 @@ struct Task {
     params: Option<PeerParams>,
     /// Initial table and End-of-RIB sent on this session.
     synced: bool,
-    /// Adj-RIB-Out: what the peer holds from us.
-    sent: RouteSet,
+    /// Adj-RIB-Out: what the peer holds from us (the desired set itself, shared with the
+    /// other sessions, when the peer carries all of it).
+    sent: Arc<RouteSet>,
     routes: watch::Receiver<Option<Arc<RouteSet>>>,
     /// Reached Established at least once since this process started (for the GR R bit).
     ever_up: bool,
@@ -320,7 +321,7 @@ async fn run(
         timers: BTreeMap::new(),
         params: None,
         synced: false,
-        sent: RouteSet::new(),
+        sent: Arc::default(),
         routes,
         ever_up: false,
         reported: Default::default(),
@@ -519,14 +520,14 @@ impl Task {
                     .with_label_values(&[&self.label])
                     .set(1);
                 self.synced = false;
-                self.sent.clear();
+                self.sent = Arc::default();
                 self.pending();
                 self.sync_routes();
             }
             Output::Down(d) => {
                 let was_up = self.params.take().is_some();
                 self.synced = false;
-                self.sent.clear();
+                self.sent = Arc::default();
                 self.metrics
                     .session_up
                     .with_label_values(&[&self.label])
@@ -565,7 +566,7 @@ impl Task {
                 if self.synced
                     && let Some(routes) = routes
                 {
-                    self.sent.clear();
+                    self.sent = Arc::default();
                     self.push(&routes);
                 }
             }
@@ -744,11 +745,16 @@ impl Task {
     }
 
     /// Send what takes the peer from `self.sent` to `desired`.
-    fn push(&mut self, desired: &RouteSet) {
+    fn push(&mut self, desired: &Arc<RouteSet>) {
         let Some(p) = self.params else {
             return;
         };
-        let target = advertise::for_peer(desired, &p);
+        // With 10,000 routes a copy per peer is megabytes; share it when nothing is filtered.
+        let target = if desired.keys().all(|n| p.carries(n)) {
+            desired.clone()
+        } else {
+            Arc::new(advertise::for_peer(desired, &p))
+        };
         for u in advertise::updates(&self.sent, &target, &p) {
             self.send(&Message::Update(u));
         }
@@ -762,7 +768,7 @@ impl Task {
     /// Withdraw what the peer holds, send Cease, flush (bounded), close.
     async fn stop(&mut self, subcode: u8) {
         if self.params.is_some() && !self.sent.is_empty() {
-            self.push(&RouteSet::new());
+            self.push(&Arc::default());
         }
         let writer = self.conn.as_mut().and_then(|c| c.writer_task.take());
         self.feed(Input::Stop { subcode }).await;

@@ -32,9 +32,9 @@ pub(super) struct State {
     pub(super) world: World,
     /// Object references of handled Services (for Events).
     /// What an Event about a Service needs beyond its key.
-    pub(super) refs: BTreeMap<String, SvcRef>,
+    pub(super) refs: BTreeMap<Arc<str>, SvcRef>,
     /// Slice key → service key (to drop slices that vanish during a relist).
-    pub(super) slice_owner: BTreeMap<String, String>,
+    pub(super) slice_owner: BTreeMap<String, Arc<str>>,
     /// Keys seen during a running relist, per kind.
     pub(super) relisting: BTreeMap<Kind_, BTreeSet<String>>,
     pub(super) synced: BTreeSet<Kind_>,
@@ -51,7 +51,7 @@ pub(super) struct State {
     pub(super) config_ref: Option<ObjectReference>,
     pub(super) announcer: Announcer,
     /// What this node announces: IP → services.
-    pub(super) owned: BTreeMap<IpAddr, Vec<String>>,
+    pub(super) owned: BTreeMap<IpAddr, Vec<Arc<str>>>,
     pub(super) last_live: BTreeSet<String>,
     pub(super) mode: Mode,
     /// This speaker currently leaves itself out because gossiping speakers do not hear it.
@@ -68,7 +68,7 @@ pub(super) struct State {
     /// This node's labels (for the peers' node-selectors).
     pub(super) my_labels: BTreeMap<String, String>,
     /// What this node announces over BGP: IP → services.
-    pub(super) bgp_owned: BTreeMap<IpAddr, Vec<String>>,
+    pub(super) bgp_owned: BTreeMap<IpAddr, Vec<Arc<str>>>,
     /// The config (sha256) whose BGP warning was last given.
     pub(super) bgp_warned: Option<String>,
     pub(super) poll_tx: watch::Sender<Duration>,
@@ -94,17 +94,22 @@ impl State {
                     if matches!(input, Input::Shutdown) {
                         break;
                     }
-                    self.apply(input).await;
+                    let mut changed = self.apply(input).await;
                     let mut applied = 1;
                     // Fold everything already queued before deciding once.
                     while let Ok(more) = rx.try_recv() {
                         if matches!(more, Input::Shutdown) {
                             return self.shutdown().await;
                         }
-                        self.apply(more).await;
+                        changed |= self.apply(more).await;
                         applied += 1;
                     }
-                    self.decide().await;
+                    // A Pods poll or gossip view equal to the last one decides nothing new:
+                    // deciding over thousands of Services every poll period would churn
+                    // megabytes of temporaries for nothing (BENCHMARKS.md, speaker memory).
+                    if changed || !self.started {
+                        self.decide().await;
+                    }
                     // After a burst (start-up, a relist, a mass change) hand its memory back.
                     churn += applied;
                     if churn >= TRIM_AFTER_INPUTS {
@@ -149,7 +154,9 @@ impl State {
         Ok(())
     }
 
-    pub(super) async fn apply(&mut self, input: Input) {
+    /// Fold one input into the state. False when it cannot change a decision (a Pods list,
+    /// probe or gossip view equal to the last one); true otherwise.
+    pub(super) async fn apply(&mut self, input: Input) -> bool {
         self.client_metrics.updates.inc();
         match input {
             Input::Config(c) => {
@@ -169,11 +176,11 @@ impl State {
                 let seen = self.relisting.remove(&k).unwrap_or_default();
                 match k {
                     Kind_::Services => {
-                        self.world.services.retain(|key, _| seen.contains(key));
-                        self.refs.retain(|key, _| seen.contains(key));
+                        self.world.services.retain(|key, _| seen.contains(&**key));
+                        self.refs.retain(|key, _| seen.contains(&**key));
                     }
                     Kind_::Slices => {
-                        let gone: Vec<(String, String)> = self
+                        let gone: Vec<(String, Arc<str>)> = self
                             .slice_owner
                             .iter()
                             .filter(|(s, _)| !seen.contains(*s))
@@ -183,7 +190,9 @@ impl State {
                             self.remove_slice(&slice, &svc);
                         }
                     }
-                    Kind_::Endpoints => self.world.endpoints.retain(|key, _| seen.contains(key)),
+                    Kind_::Endpoints => {
+                        self.world.endpoints.retain(|key, _| seen.contains(&**key));
+                    }
                     Kind_::Nodes => self.world.nodes.retain(|key, _| seen.contains(key)),
                 }
                 if k != Kind_::Nodes {
@@ -196,12 +205,13 @@ impl State {
                 self.mark_seen(Kind_::Services, &key);
                 match info {
                     Some((info, r)) => {
+                        let key = self.world.key(&key);
                         self.world.services.insert(key.clone(), info);
                         self.refs.insert(key, r);
                     }
                     None => {
-                        self.world.services.remove(&key);
-                        self.refs.remove(&key);
+                        self.world.services.remove(&*key);
+                        self.refs.remove(&*key);
                     }
                 }
             }
@@ -210,16 +220,17 @@ impl State {
                 match nodes {
                     Some(nodes) => {
                         if let Some(old) = self.slice_owner.get(&slice).cloned()
-                            && old != svc
+                            && *old != *svc
                         {
                             self.remove_slice(&slice, &old);
                         }
-                        self.slice_owner.insert(slice.clone(), svc.clone());
+                        let svc = self.world.key(&svc);
                         self.world
                             .endpoints
-                            .entry(svc)
+                            .entry(svc.clone())
                             .or_default()
-                            .insert(slice, nodes);
+                            .set(&slice, nodes);
+                        self.slice_owner.insert(slice, svc);
                     }
                     None => self.remove_slice(&slice, &svc),
                 }
@@ -228,12 +239,13 @@ impl State {
                 self.mark_seen(Kind_::Endpoints, &key);
                 match nodes {
                     Some(nodes) => {
-                        self.world
-                            .endpoints
-                            .insert(key, BTreeMap::from([("endpoints".to_string(), nodes)]));
+                        let mut ready = world::ReadyNodes::default();
+                        ready.set("endpoints", nodes);
+                        let key = self.world.key(&key);
+                        self.world.endpoints.insert(key, ready);
                     }
                     None => {
-                        self.world.endpoints.remove(&key);
+                        self.world.endpoints.remove(&*key);
                     }
                 }
             }
@@ -241,10 +253,14 @@ impl State {
                 self.mark_seen(Kind_::Nodes, &name);
                 match info {
                     Some((i, labels)) => {
+                        let same_labels = labels.as_ref().is_none_or(|l| *l == self.my_labels);
                         if let Some(l) = labels {
                             self.my_labels = l;
                         }
-                        self.world.nodes.insert(name, i);
+                        // Kubelets rewrite Node status every few minutes without a change here.
+                        if self.world.nodes.insert(name, i) == Some(i) && same_labels {
+                            return false;
+                        }
                     }
                     None => {
                         if name == self.me {
@@ -256,6 +272,9 @@ impl State {
             }
             Input::Pods(result) => match result {
                 Some(pods) => {
+                    if self.api_ok && self.pods_seen && self.world.pods == pods {
+                        return false;
+                    }
                     self.api_ok = true;
                     self.pods_seen = true;
                     self.world.pods = pods;
@@ -272,17 +291,20 @@ impl State {
                     self.tell_gossip();
                 }
                 None => {
-                    self.api_ok = false;
                     self.client_metrics.update_errors.inc();
+                    return std::mem::replace(&mut self.api_ok, false);
                 }
             },
             Input::Api(ok) => {
-                self.api_ok = ok;
                 if !ok {
                     self.client_metrics.update_errors.inc();
                 }
+                return std::mem::replace(&mut self.api_ok, ok) != ok;
             }
             Input::Live(view) => {
+                if self.gossip_view.as_ref() == Some(&view) {
+                    return false;
+                }
                 self.heard_ever.extend(view.alive.iter().cloned());
                 // A speaker we hear but have not listed yet (it just started): list again now,
                 // so both sides elect from the same set without waiting for the next poll.
@@ -304,6 +326,7 @@ impl State {
             }
             Input::Shutdown => {}
         }
+        true
     }
 
     pub(super) fn mark_seen(&mut self, kind: Kind_, key: &str) {
@@ -314,11 +337,10 @@ impl State {
 
     pub(super) fn remove_slice(&mut self, slice: &str, svc: &str) {
         self.slice_owner.remove(slice);
-        if let Some(by) = self.world.endpoints.get_mut(svc) {
-            by.remove(slice);
-            if by.is_empty() {
-                self.world.endpoints.remove(svc);
-            }
+        if let Some(by) = self.world.endpoints.get_mut(svc)
+            && by.remove(slice)
+        {
+            self.world.endpoints.remove(svc);
         }
     }
 
@@ -470,9 +492,11 @@ impl State {
 
     /// Every IP this node announces (layer 2 and BGP), with its services.
     pub(super) fn all_announced(&self) -> BTreeMap<IpAddr, Vec<String>> {
-        let mut all = self.owned.clone();
-        for (ip, svcs) in &self.bgp_owned {
-            all.entry(*ip).or_default().extend(svcs.iter().cloned());
+        let mut all: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+        for (ip, svcs) in self.owned.iter().chain(&self.bgp_owned) {
+            all.entry(*ip)
+                .or_default()
+                .extend(svcs.iter().map(|s| s.to_string()));
         }
         all
     }
@@ -506,32 +530,27 @@ impl State {
             self.bgp_warned = sha;
             self.warn_bgp(config, &peers);
         }
-        let mut owned: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+        let mut owned: BTreeMap<IpAddr, Vec<Arc<str>>> = BTreeMap::new();
         for (svc, ip) in &desired.announced {
-            owned.entry(*ip).or_default().push(svc.clone());
+            owned.entry(*ip).or_default().push(self.world.key(svc));
         }
         self.bgp.set_routes(desired.routes);
         if owned == self.bgp_owned {
             return;
         }
-        let pairs = |m: &BTreeMap<IpAddr, Vec<String>>| -> BTreeSet<(IpAddr, String)> {
-            m.iter()
-                .flat_map(|(ip, s)| s.iter().map(move |s| (*ip, s.clone())))
-                .collect()
-        };
         let (old, new) = (pairs(&self.bgp_owned), pairs(&owned));
         for (ip, svc) in old.difference(&new) {
             self.metrics
                 .announced
-                .remove(svc, "bgp", &self.me, &ip.to_string());
-            let why = desired.skipped.get(svc).copied().unwrap_or("notBGP");
+                .remove(svc.clone(), "bgp", &self.me, &ip.to_string());
+            let why = desired.skipped.get(&**svc).copied().unwrap_or("notBGP");
             info!(service = %svc, ip = %ip, reason = why, protocol = "bgp", "Withdrawn");
         }
         let mut assigned = BTreeSet::new();
         for (ip, svc) in new.difference(&old) {
             self.metrics
                 .announced
-                .set(svc, "bgp", &self.me, &ip.to_string());
+                .set(svc.clone(), "bgp", &self.me, &ip.to_string());
             info!(service = %svc, ip = %ip, protocol = "bgp", "Announcing from this node");
             assigned.insert(svc.clone());
         }
@@ -571,9 +590,12 @@ impl State {
     }
 
     pub(super) async fn push(&mut self, plan: Plan, live: &BTreeSet<String>) {
-        let mut owned: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+        let mut owned: BTreeMap<IpAddr, Vec<Arc<str>>> = BTreeMap::new();
         for a in &plan.announce {
-            owned.entry(a.ip).or_default().push(a.service.clone());
+            owned
+                .entry(a.ip)
+                .or_default()
+                .push(self.world.key(&a.service));
         }
         if owned == self.owned && *live == self.last_live {
             return;
@@ -591,31 +613,23 @@ impl State {
             debug!(live = ?live, "Live speakers changed");
             self.last_live = live.clone();
         }
-        let old_pairs: BTreeSet<(IpAddr, String)> = self
-            .owned
-            .iter()
-            .flat_map(|(ip, s)| s.iter().map(move |s| (*ip, s.clone())))
-            .collect();
-        let new_pairs: BTreeSet<(IpAddr, String)> = owned
-            .iter()
-            .flat_map(|(ip, s)| s.iter().map(move |s| (*ip, s.clone())))
-            .collect();
+        let (old_pairs, new_pairs) = (pairs(&self.owned), pairs(&owned));
         for (ip, svc) in old_pairs.difference(&new_pairs) {
             self.metrics
                 .announced
-                .remove(svc, "layer2", &self.me, &ip.to_string());
+                .remove(svc.clone(), "layer2", &self.me, &ip.to_string());
             let why = plan
                 .skipped
-                .get(svc)
+                .get(&**svc)
                 .map(|s| s.reason())
                 .unwrap_or("notOwner");
             info!(service = %svc, ip = %ip, reason = why, "Withdrawn");
         }
-        let mut assigned: BTreeSet<String> = BTreeSet::new();
+        let mut assigned: BTreeSet<Arc<str>> = BTreeSet::new();
         for (ip, svc) in new_pairs.difference(&old_pairs) {
             self.metrics
                 .announced
-                .set(svc, "layer2", &self.me, &ip.to_string());
+                .set(svc.clone(), "layer2", &self.me, &ip.to_string());
             info!(service = %svc, ip = %ip, "Announcing from this node");
             assigned.insert(svc.clone());
         }
@@ -631,4 +645,11 @@ impl State {
             }
         }
     }
+}
+
+/// (IP, service) pairs of an IP → services map.
+fn pairs(m: &BTreeMap<IpAddr, Vec<Arc<str>>>) -> BTreeSet<(IpAddr, Arc<str>)> {
+    m.iter()
+        .flat_map(|(ip, s)| s.iter().map(move |s| (*ip, s.clone())))
+        .collect()
 }

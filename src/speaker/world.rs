@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -69,14 +70,48 @@ pub struct NodeInfo {
     pub exclude_lb: bool,
 }
 
+/// The nodes with a ready endpoint of one Service, by the EndpointSlice (or Endpoints object)
+/// that reported them. A list, not a map: most Services have one slice, and a map per Service
+/// costs a B-tree node of eleven slots, about a kilobyte with its set of nodes (BENCHMARKS.md,
+/// speaker memory).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadyNodes(Vec<Reported>);
+
+/// A slice's (or Endpoints object's) name and the nodes it reports.
+type Reported = (Box<str>, Box<[Box<str>]>);
+
+impl ReadyNodes {
+    /// What `source` reports now.
+    pub fn set(&mut self, source: &str, nodes: BTreeSet<String>) {
+        let nodes: Box<[Box<str>]> = nodes.into_iter().map(String::into_boxed_str).collect();
+        match self.0.iter_mut().find(|(s, _)| **s == *source) {
+            Some((_, n)) => *n = nodes,
+            None => {
+                self.0.push((source.into(), nodes));
+                self.0.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Forget what `source` reported; true when no source is left.
+    pub fn remove(&mut self, source: &str) -> bool {
+        self.0.retain(|(s, _)| **s != *source);
+        self.0.is_empty()
+    }
+
+    /// Every reported node (a node reported by two sources comes twice).
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().flat_map(|(_, n)| n.iter().map(|s| &**s))
+    }
+}
+
 /// Everything the speaker knows, keyed for cheap updates.
 #[derive(Debug, Clone, Default)]
 pub struct World {
     /// Services handled by us (LoadBalancer, our class), by `namespace/name`.
-    pub services: BTreeMap<String, SvcInfo>,
-    /// Nodes with a ready endpoint, by service key then by the EndpointSlice (or Endpoints)
-    /// name that reported them.
-    pub endpoints: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+    pub services: BTreeMap<Arc<str>, SvcInfo>,
+    /// Nodes with a ready endpoint, by service key.
+    pub endpoints: BTreeMap<Arc<str>, ReadyNodes>,
     /// Speaker Pods by `namespace/name`; `None` while the Pods list is unavailable.
     pub pods: Option<BTreeMap<String, SpeakerPod>>,
     /// Nodes by name.
@@ -86,6 +121,16 @@ pub struct World {
 }
 
 impl World {
+    /// The service key `key` as an `Arc` shared with the maps that already hold it (one copy of
+    /// each key however many maps and sets hold it: 10,000 Services make that megabytes).
+    pub fn key(&self, key: &str) -> Arc<str> {
+        self.services
+            .get_key_value(key)
+            .map(|(k, _)| k)
+            .or_else(|| self.endpoints.get_key_value(key).map(|(k, _)| k))
+            .map_or_else(|| key.into(), Arc::clone)
+    }
+
     /// The speakers that are live candidates. `me` is this speaker's node; `gossip` the
     /// gossip's alive set (`None` when gossip does not run).
     pub fn live_speakers(&self, me: &str, gossip: Option<&BTreeSet<String>>) -> BTreeSet<String> {
@@ -242,13 +287,13 @@ impl World {
         self.services
             .iter()
             .map(|(key, s)| L2Service {
-                key: key.clone(),
+                key: key.to_string(),
                 lb_ips: s.lb_ips.clone(),
                 policy: s.policy,
                 ready_endpoint_nodes: self
                     .endpoints
                     .get(key)
-                    .map(|by_src| by_src.values().flatten().cloned().collect())
+                    .map(|r| r.nodes().map(str::to_string).collect())
                     .unwrap_or_default(),
             })
             .collect()
@@ -808,6 +853,23 @@ mod tests {
             unheard_by: BTreeSet::new(),
         };
         assert_eq!(w.candidates("a", Mode::Normal, Some(&view)), set(&["a"]));
+    }
+
+    /// Each slice's report replaces its previous one; a service's nodes are the union over
+    /// its slices, and the last slice gone says so.
+    #[test]
+    fn ready_nodes_by_slice() {
+        let mut r = ReadyNodes::default();
+        r.set("s1", set(&["a", "b"]));
+        r.set("s2", set(&["c"]));
+        r.set("s1", set(&["b"]));
+        let nodes: BTreeSet<String> = r.nodes().map(str::to_string).collect();
+        assert_eq!(nodes, set(&["b", "c"]));
+        assert!(!r.remove("s1"));
+        assert!(!r.remove("unknown"));
+        assert_eq!(r.nodes().collect::<Vec<_>>(), ["c"]);
+        assert!(r.remove("s2"));
+        assert_eq!(r.nodes().count(), 0);
     }
 
     #[test]
