@@ -240,12 +240,10 @@ impl App {
         let text = |status: StatusCode, body: &'static str| (status, "text/plain", body.into());
         let (status, ctype, body): (StatusCode, &str, Bytes) = match req.uri().path() {
             "/metrics" => {
+                // No trim after a scrape: a large body is one buffer above the mmap threshold,
+                // unmapped when sent; and a scrape every second would keep postponing the trim
+                // that follows a burst (BENCHMARKS.md, speaker memory).
                 let body = crate::metrics::render_with(&self.registry, self.announced.as_ref());
-                if body.len() >= 1 << 20 {
-                    // Thousands of series (one per announced Service) were built as protobuf
-                    // families, then text: megabytes glibc would keep after the scrape.
-                    crate::sys::release_free_memory_soon();
-                }
                 (StatusCode::OK, "text/plain; version=0.0.4", body.into())
             }
             "/healthz" | "/livez" if self.liveness.is_alive(Instant::now()) => {

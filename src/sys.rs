@@ -686,7 +686,7 @@ pub fn tune_allocator() {
 }
 
 /// [`release_free_memory`] once two seconds have passed without another call: after a burst
-/// (start-up, a relist, initial BGP tables, a large scrape), not in the middle of it, when the
+/// (start-up, a relist, initial BGP tables), not in the middle of it, when the
 /// session writers and Event tasks still hold its buffers. One timer however often it is called.
 /// Needs a tokio runtime; without one it does nothing.
 pub fn release_free_memory_soon() {
