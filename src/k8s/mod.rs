@@ -8,6 +8,17 @@
 //!   start; [`source`]: the ConfigMap and file watches, the client and the namespace;
 //!   [`watch`]: the one watcher → channel adapter.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// `namespace/name` of an object (the key every watch and map uses).
+pub fn object_key(meta: &ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
 pub mod config_source;
 pub mod crds;
 pub mod events;

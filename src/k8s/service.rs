@@ -38,11 +38,7 @@ pub enum Desired {
 
 /// `namespace/name`.
 pub fn key(svc: &Service) -> String {
-    format!(
-        "{}/{}",
-        svc.metadata.namespace.as_deref().unwrap_or_default(),
-        svc.metadata.name.as_deref().unwrap_or_default()
-    )
+    super::object_key(&svc.metadata)
 }
 
 /// An annotation under either prefix (new prefix first).

@@ -313,9 +313,9 @@ impl Hears {
     /// The report of a speaker whose alive set is `alive` (itself included) out of `known`
     /// speakers (names it knows of; may include `alive` ones): the shorter list, or
     /// [`Hears::Unknown`] when neither fits a datagram.
-    pub fn of(alive: &BTreeSet<String>, known: &BTreeSet<String>) -> Self {
+    pub fn of<'a>(alive: &BTreeSet<String>, known: impl IntoIterator<Item = &'a String>) -> Self {
         let not_heard: BTreeSet<u32> = known
-            .iter()
+            .into_iter()
             .filter(|n| !alive.contains(*n))
             .map(|n| name_id(n))
             .collect();
@@ -714,9 +714,7 @@ impl Membership {
     /// Whom this speaker hears, as its heartbeats say: its alive set out of the speakers it
     /// expects and the ones it has records of.
     pub fn own_report(&self) -> Hears {
-        let mut known = self.expected.clone();
-        known.extend(self.nodes.keys().cloned());
-        Hears::of(&self.alive(), &known)
+        Hears::of(&self.alive(), self.expected.iter().chain(self.nodes.keys()))
     }
 
     /// Sets the speakers Kubernetes lists and whether this speaker elects from its gossip

@@ -429,11 +429,7 @@ impl State {
         }
         self.metrics.fenced.set(i64::from(mode == Mode::Fenced));
         self.tell_gossip();
-        let unheard_by = self
-            .gossip_view
-            .as_ref()
-            .map(|v| &v.unheard_by)
-            .filter(|u| mode == Mode::KubernetesOnly && !u.is_empty());
+        let unheard_by = world::unheard_by(mode, self.gossip_view.as_ref());
         if unheard_by.is_some() != self.unheard {
             self.unheard = unheard_by.is_some();
             if let Some(by) = unheard_by {

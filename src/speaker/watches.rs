@@ -90,11 +90,7 @@ pub(super) async fn watch_slices(client: Client, tx: mpsc::Sender<Input>) {
         Kind_::Slices,
         tx,
         |LeanSlice(slice), present| {
-            let slice_key = format!(
-                "{}/{}",
-                slice.metadata.namespace.as_deref().unwrap_or_default(),
-                slice.metadata.name.as_deref().unwrap_or_default()
-            );
+            let slice_key = crate::k8s::object_key(&slice.metadata);
             let (svc, nodes) = world::slice_nodes(slice)?;
             Some(Input::Slice(slice_key, svc, present.then_some(nodes)))
         },
@@ -110,11 +106,7 @@ pub(super) async fn watch_endpoints(client: Client, tx: mpsc::Sender<Input>) {
         Kind_::Endpoints,
         tx,
         |LeanEndpoints(ep), present| {
-            let key = format!(
-                "{}/{}",
-                ep.metadata.namespace.as_deref().unwrap_or_default(),
-                ep.metadata.name.as_deref().unwrap_or_default()
-            );
+            let key = crate::k8s::object_key(&ep.metadata);
             Some(Input::Endpoints(
                 key,
                 present.then(|| world::endpoints_nodes(ep)),
@@ -172,11 +164,7 @@ pub(super) async fn pods_watch_allowed(client: &Client, ns: &str) -> bool {
 }
 
 pub(super) fn pod_key(p: &Pod) -> String {
-    format!(
-        "{}/{}",
-        p.meta().namespace.as_deref().unwrap_or_default(),
-        p.meta().name.as_deref().unwrap_or_default()
-    )
+    crate::k8s::object_key(p.meta())
 }
 
 /// The labels of this node's own DaemonSet Pod in `ns`; `None` when it cannot be found.

@@ -32,6 +32,15 @@ use crate::k8s::service as svcs;
 use crate::l2::election::TrafficPolicy;
 use crate::l2::plan::{self, L2Service, Plan};
 
+/// The speakers electing from their gossip that say they do not hear this one, when that
+/// makes this speaker leave itself out of its own election ([`World::candidates`]): only while
+/// it decides from Kubernetes signals.
+pub fn unheard_by(mode: Mode, gossip: Option<&LiveView>) -> Option<&BTreeSet<String>> {
+    gossip
+        .map(|v| &v.unheard_by)
+        .filter(|u| mode == Mode::KubernetesOnly && !u.is_empty())
+}
+
 /// The taint a cluster operator sets on a node that is known to be down.
 pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
 /// The label that (from MetalLB 0.14) excludes a node from announcing.
@@ -184,7 +193,7 @@ impl World {
             (Mode::Normal, None) => self.live_speakers(me, None),
             (Mode::KubernetesOnly, v) => {
                 let mut live = self.live_speakers(me, None);
-                if v.is_some_and(|v| !v.unheard_by.is_empty()) {
+                if unheard_by(mode, v).is_some() {
                     live.remove(me);
                 }
                 live
